@@ -1,0 +1,30 @@
+/*
+ * Small helpers shared by the daemon, the client and the simulator: allocation
+ * wrappers that abort on out-of-memory (the one place where running out of memory
+ * is handled), and string helpers.  Nothing here knows about JSON, sockets or jobs.
+ */
+#ifndef SNAPBUILD_UTIL_H
+#define SNAPBUILD_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+
+/* True when s starts with prefix. */
+bool str_has_prefix(const char *s, const char *prefix);
+
+/* Fresh random UUID (version 4), lower case, 36 characters plus NUL. */
+void uuid_v4(char out[37]);
+
+/* Seconds and milliseconds since the epoch, from the realtime clock. */
+double now_seconds(void);
+
+#endif
