@@ -37,8 +37,8 @@ int log_level_parse(const char *s)
 }
 
 /* syslog priorities: err=3, warning=4, info=6, debug=7 */
-static void vlog(enum log_level level, int syslog_prio, const char *err, const char *fmt,
-		 va_list ap)
+static void __attribute__((format(printf, 4, 0)))
+vlog(enum log_level level, int syslog_prio, const char *err, const char *fmt, va_list ap)
 {
 	char msg[2048];
 
@@ -51,15 +51,15 @@ static void vlog(enum log_level level, int syslog_prio, const char *err, const c
 		fprintf(stderr, "snapbuildd: %s%s%s\n", msg, err ? ": " : "", err ? err : "");
 }
 
-#define DEFINE_LOG(name, level, prio, with_errno)                                          \
-	void name(const char *fmt, ...)                                                    \
-	{                                                                                  \
-		int saved = errno;                                                         \
-		va_list ap;                                                                \
-		va_start(ap, fmt);                                                         \
-		vlog(level, prio, with_errno ? strerror(saved) : NULL, fmt, ap);           \
-		va_end(ap);                                                                \
-		errno = saved;                                                             \
+#define DEFINE_LOG(name, level, prio, with_errno)                                                  \
+	void name(const char *fmt, ...)                                                            \
+	{                                                                                          \
+		int saved = errno;                                                                 \
+		va_list ap;                                                                        \
+		va_start(ap, fmt);                                                                 \
+		vlog(level, prio, with_errno ? strerror(saved) : NULL, fmt, ap);                   \
+		va_end(ap);                                                                        \
+		errno = saved;                                                                     \
 	}
 
 DEFINE_LOG(log_warn, LOG_LEVEL_WARN, 4, 1)
