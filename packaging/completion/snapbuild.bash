@@ -1,0 +1,184 @@
+# bash completion for snapbuild(1), the client of snapbuildd(8).
+#
+# Completes commands, subcommands, flags and their values. Job ids come from the daemon
+# itself (`snapbuild jobs -o json`), asked quietly and with a deadline, so a daemon that is
+# down or slow never shows an error or holds up the shell; the --socket given on the
+# command line is used for that question too.
+
+# Job ids of the caller's jobs, one a line; nothing when the daemon cannot be reached.
+_snapbuild_job_ids()
+{
+	local -a cmd=("${1:-snapbuild}")
+	[[ -n $2 ]] && cmd+=(--socket "$2")
+	local json
+	if type -P timeout >/dev/null; then
+		json=$(timeout 2 "${cmd[@]}" -o json jobs 2>/dev/null </dev/null) || return 0
+	else
+		json=$("${cmd[@]}" -o json jobs 2>/dev/null </dev/null) || return 0
+	fi
+	[[ -n $json ]] || return 0
+	if type -P python3 >/dev/null; then
+		python3 -c '
+import json, sys
+try:
+    for job in json.load(sys.stdin).get("jobs", []):
+        if isinstance(job, dict) and isinstance(job.get("id"), str):
+            print(job["id"])
+except (ValueError, AttributeError):
+    pass
+' <<<"$json" 2>/dev/null
+	else
+		# Without python3: the "id" members, which only jobs carry at this depth in
+		# practice; good enough for completion.
+		grep -o '"id"[[:space:]]*:[[:space:]]*"[^"]*"' <<<"$json" |
+			sed 's/.*:[[:space:]]*"\(.*\)"$/\1/'
+	fi
+}
+
+_snapbuild()
+{
+	local cur prev words cword
+	if declare -F _init_completion >/dev/null; then
+		_init_completion -n = || return
+	else
+		cur=${COMP_WORDS[COMP_CWORD]}
+		prev=${COMP_WORDS[COMP_CWORD - 1]}
+		words=("${COMP_WORDS[@]}")
+		cword=$COMP_CWORD
+	fi
+
+	local commands="create jobs logs inspect wait cancel retry prune context snapshots
+		snapshot daemon version help"
+
+	# The command, and the words after it that are not options (the subcommand of
+	# snapshots/daemon, job ids, a directory), skipping global options and their values.
+	local i command="" socket=""
+	local -a args=()
+	for ((i = 1; i < cword; i++)); do
+		case ${words[i]} in
+		--socket)
+			socket=${words[i + 1]}
+			((i++))
+			;;
+		--socket=*) socket=${words[i]#--socket=} ;;
+		-o | --context | --dockerfile | --image | --alias | --cache-key | --ttl | --tag | \
+			--build-arg | --arch | --save)
+			((i++))
+			;;
+		-*) ;;
+		*)
+			if [[ -z $command ]]; then
+				command=${words[i]}
+			else
+				args+=("${words[i]}")
+			fi
+			;;
+		esac
+	done
+
+	# Values of options.
+	case $prev in
+	--socket)
+		_snapbuild_files socket
+		return
+		;;
+	-o)
+		COMPREPLY=($(compgen -W "json" -- "$cur"))
+		return
+		;;
+	--context)
+		_snapbuild_files dir
+		return
+		;;
+	--dockerfile | --save)
+		_snapbuild_files file
+		return
+		;;
+	--arch)
+		COMPREPLY=($(compgen -W "amd64 arm64" -- "$cur"))
+		return
+		;;
+	--image | --alias | --cache-key | --ttl | --tag | --build-arg)
+		return
+		;;
+	esac
+
+	if [[ -z $command ]]; then
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--socket -o" -- "$cur"))
+		else
+			COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+		fi
+		return
+	fi
+
+	local opts="" jobs=0
+	case $command in
+	create)
+		opts="--context --dockerfile --image --alias --cache-key --ci --ttl --tag
+			--build-arg --local --remote --arch --detach -o"
+		;;
+	logs)
+		opts="-f"
+		((${#args[@]} == 0)) && jobs=1
+		;;
+	inspect | wait | retry)
+		((${#args[@]} == 0)) && jobs=1
+		;;
+	cancel)
+		jobs=1
+		;;
+	context)
+		opts="--save"
+		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
+			_snapbuild_files dir
+			return
+		fi
+		;;
+	snapshots | snapshot)
+		if ((${#args[@]} == 0)); then
+			COMPREPLY=($(compgen -W "list get alias unalias retire" -- "$cur"))
+			return
+		fi
+		;;
+	daemon)
+		if ((${#args[@]} == 0)); then
+			COMPREPLY=($(compgen -W "info" -- "$cur"))
+			return
+		fi
+		;;
+	help)
+		((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+		return
+		;;
+	esac
+
+	if [[ $cur == -* ]]; then
+		COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+	elif ((jobs)); then
+		# Offer each job once: cancel takes several, and not the same one twice.
+		local id ids=""
+		while IFS= read -r id; do
+			[[ " ${args[*]} " == *" $id "* ]] || ids+="$id "
+		done < <(_snapbuild_job_ids "${words[0]}" "$socket")
+		COMPREPLY=($(compgen -W "$ids" -- "$cur"))
+	fi
+}
+
+# File names of one kind (file, dir, socket), with bash-completion's helpers when loaded.
+_snapbuild_files()
+{
+	if declare -F _filedir >/dev/null; then
+		case $1 in
+		dir) _filedir -d ;;
+		*) _filedir ;;
+		esac
+	else
+		case $1 in
+		dir) COMPREPLY=($(compgen -d -- "$cur")) ;;
+		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
+		esac
+	fi
+}
+
+complete -F _snapbuild snapbuild
