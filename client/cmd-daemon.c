@@ -1,0 +1,92 @@
+/*
+ * `snapbuild daemon info`: what the daemon is, where it listens and stores, which
+ * services it talks to, and how busy it is.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+static const char *cmd_daemon_str(json_object *o, const char *key)
+{
+	json_object *v;
+	if (json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return "?";
+}
+
+static int64_t cmd_daemon_int(json_object *o, const char *key)
+{
+	json_object *v;
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+static void cmd_daemon_print_info(json_object *r)
+{
+	json_object *backends = json_object_object_get(r, "backends");
+	json_object *q = json_object_object_get(r, "queue");
+	json_object *key = json_object_object_get(r, "api_key_configured");
+	json_object *up = json_object_object_get(r, "uptime");
+	char uptime[32];
+
+	cmd_format_duration(json_object_get_double(up), uptime, sizeof(uptime));
+	printf("snapbuildd %s (protocol %" PRId64 "), pid %" PRId64 ", up %s\n",
+	       cmd_daemon_str(r, "version"), cmd_daemon_int(r, "protocol_version"),
+	       cmd_daemon_int(r, "pid"), uptime);
+	printf("socket       %s%s\n", cmd_daemon_str(r, "socket"),
+	       json_object_get_boolean(json_object_object_get(r, "socket_activated"))
+	           ? " (socket activation)"
+	           : "");
+	printf("state dir    %s\n", cmd_daemon_str(r, "state_dir"));
+	printf("API          %s (%s)\n", cmd_daemon_str(r, "api_url"),
+	       json_object_get_boolean(key) ? "key configured" : "no API key configured");
+	printf("builder      %s\n", cmd_daemon_str(r, "builder_url"));
+	printf("backend      %s (remote: %s; local engine: %s)\n",
+	       cmd_daemon_str(backends, "default"),
+	       cmd_daemon_str(json_object_object_get(backends, "remote"), "architecture"),
+	       cmd_daemon_str(json_object_object_get(backends, "local"), "engine"));
+	printf("concurrency  %" PRId64 " builds at once\n", cmd_daemon_int(r, "max_concurrent"));
+	int64_t active = cmd_daemon_int(q, "packing") + cmd_daemon_int(q, "uploading") +
+	                 cmd_daemon_int(q, "building") + cmd_daemon_int(q, "pushing") +
+	                 cmd_daemon_int(q, "registering") + cmd_daemon_int(q, "aliasing") +
+	                 cmd_daemon_int(q, "cancelling");
+	printf("queue        %" PRId64 " queued, %" PRId64 " active, %" PRId64
+	       " succeeded, %" PRId64 " failed, %" PRId64 " cancelled (%" PRId64 " jobs)\n",
+	       cmd_daemon_int(q, "queued"), active, cmd_daemon_int(q, "succeeded"),
+	       cmd_daemon_int(q, "failed"), cmd_daemon_int(q, "cancelled"),
+	       cmd_daemon_int(q, "total"));
+}
+
+static int cmd_daemon_exec(struct cmd_ctx *ctx)
+{
+	struct sb_client *c;
+	json_object *r = NULL;
+	int rc;
+
+	if (ctx->argc < 2)
+		return cmd_usage_error(&cmd_daemon_entry, "missing subcommand");
+	if (strcmp(ctx->argv[1], "info") != 0)
+		return cmd_usage_error(&cmd_daemon_entry, "unknown subcommand '%s'", ctx->argv[1]);
+	if (ctx->argc > 2)
+		return cmd_usage_error(&cmd_daemon_entry, "unexpected argument '%s'", ctx->argv[2]);
+	c = cmd_connect(ctx);
+	rc = cmd_call(ctx, c, "daemon.info", NULL, &r);
+	if (rc == CMD_EXIT_OK) {
+		if (ctx->json)
+			cmd_print_json(r);
+		else
+			cmd_daemon_print_info(r);
+	}
+	json_object_put(r);
+	sb_client_close(c);
+	return rc;
+}
+
+const struct cmd_entry cmd_daemon_entry = {
+    .name = "daemon",
+    .alias = NULL,
+    .usage = "info",
+    .summary = "Show the daemon's version, socket, state directory, services and queue",
+    .exec = cmd_daemon_exec,
+};

@@ -1,0 +1,191 @@
+/*
+ * The command table and the helpers every command uses: connecting (with the
+ * "how to start the daemon" message), calling with uniform error printing, JSON
+ * output, usage errors.  `snapbuild help` lives here because it walks the table.
+ */
+#include "cmd.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+static const struct cmd_entry *const cmd_table[] = {
+    &cmd_daemon_entry,
+    &cmd_version_entry,
+    &cmd_help_entry,
+    NULL,
+};
+
+volatile sig_atomic_t cmd_interrupted;
+
+const struct cmd_entry *const *cmd_entries(void)
+{
+	return cmd_table;
+}
+
+const struct cmd_entry *cmd_find(const char *name)
+{
+	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++)
+		if (strcmp((*e)->name, name) == 0 ||
+		    ((*e)->alias != NULL && strcmp((*e)->alias, name) == 0))
+			return *e;
+	return NULL;
+}
+
+struct sb_client *cmd_connect(struct cmd_ctx *ctx)
+{
+	char *err = NULL;
+	struct sb_client *c = sb_client_connect(ctx->socket_path, &err);
+
+	if (c == NULL) {
+		fprintf(stderr,
+		        "snapbuild: daemon not reachable at %s: %s; start it with `snapbuildd` or "
+		        "`systemctl %sstart snapbuildd.socket`\n",
+		        ctx->socket_path, err, geteuid() == 0 ? "" : "--user ");
+		free(err);
+		exit(CMD_EXIT_UNREACHABLE);
+	}
+	sb_client_set_interrupt(c, &cmd_interrupted);
+	return c;
+}
+
+static void cmd_print_rpc_error(struct cmd_ctx *ctx, const struct sb_rpc_error *e)
+{
+	json_object *hint = NULL;
+
+	fprintf(stderr, "snapbuild: %s\n", e->message);
+	if (json_object_object_get_ex(e->data, "hint", &hint) &&
+	    json_object_is_type(hint, json_type_string))
+		fprintf(stderr, "hint: %s\n", json_object_get_string(hint));
+	if (ctx->json) {
+		json_object *o = json_object_new_object(), *err = json_object_new_object();
+		json_object_object_add(err, "code", json_object_new_int(e->code));
+		json_object_object_add(err, "message", json_object_new_string(e->message));
+		if (e->data != NULL)
+			json_object_object_add(err, "data", json_object_get(e->data));
+		json_object_object_add(o, "error", err);
+		cmd_print_json(o);
+		json_object_put(o);
+	}
+}
+
+int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method,
+                    json_object *params, int pass_fd, sb_notify_cb on_notify, void *arg,
+                    json_object **result)
+{
+	struct sb_rpc_error e;
+	char *err = NULL;
+	int rc;
+
+	rc = sb_client_call(c, method, params, pass_fd, on_notify, arg, result, &e, &err);
+	switch (rc) {
+	case SB_CALL_OK:
+		return CMD_EXIT_OK;
+	case SB_CALL_RPC_ERROR:
+		cmd_print_rpc_error(ctx, &e);
+		sb_rpc_error_clear(&e);
+		return CMD_EXIT_FAILURE;
+	case SB_CALL_INTERRUPTED:
+		fprintf(stderr, "snapbuild: interrupted\n");
+		return CMD_EXIT_INTERRUPTED;
+	default:
+		fprintf(stderr, "snapbuild: lost the connection to the daemon at %s: %s\n",
+		        ctx->socket_path, err);
+		free(err);
+		return CMD_EXIT_UNREACHABLE;
+	}
+}
+
+int cmd_call(struct cmd_ctx *ctx, struct sb_client *c, const char *method, json_object *params,
+             json_object **result)
+{
+	return cmd_call_notify(ctx, c, method, params, -1, NULL, NULL, result);
+}
+
+void cmd_print_json(json_object *o)
+{
+	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+	                                           JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+void cmd_print_usage(const struct cmd_entry *e, FILE *fp)
+{
+	fprintf(fp, "usage: snapbuild %s%s%s\n", e->name, *e->usage ? " " : "", e->usage);
+	if (e->alias != NULL)
+		fprintf(fp, "alias: %s\n", e->alias);
+	fprintf(fp, "%s\n", e->summary);
+}
+
+int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "snapbuild %s: ", e->name);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: snapbuild %s%s%s\n", e->name, *e->usage ? " " : "", e->usage);
+	return CMD_EXIT_USAGE;
+}
+
+void cmd_format_duration(double seconds, char *buf, size_t size)
+{
+	long s = seconds < 0 ? 0 : (long)seconds;
+
+	if (s < 60)
+		snprintf(buf, size, "%lds", s);
+	else if (s < 3600)
+		snprintf(buf, size, "%ldm %lds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, size, "%ldh %ldm", s / 3600, (s % 3600) / 60);
+	else
+		snprintf(buf, size, "%ldd %ldh", s / 86400, (s % 86400) / 3600);
+}
+
+static int cmd_help_exec(struct cmd_ctx *ctx)
+{
+	if (ctx->argc > 2)
+		return cmd_usage_error(&cmd_help_entry, "too many arguments");
+	if (ctx->argc == 2) {
+		const struct cmd_entry *e = cmd_find(ctx->argv[1]);
+		if (e == NULL) {
+			fprintf(stderr, "snapbuild: unknown command '%s' (see `snapbuild help`)\n",
+			        ctx->argv[1]);
+			return CMD_EXIT_USAGE;
+		}
+		cmd_print_usage(e, stdout);
+		return CMD_EXIT_OK;
+	}
+	printf("usage: snapbuild [--socket PATH] [-o json|text] COMMAND [ARGS]\n"
+	       "\n"
+	       "Commands:\n");
+	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++) {
+		char left[64];
+		snprintf(left, sizeof(left), "%s%s%s", (*e)->name, *(*e)->usage ? " " : "",
+		         (*e)->usage);
+		printf("  %-28s %s\n", left, (*e)->summary);
+	}
+	printf("\n"
+	       "Options:\n"
+	       "  --socket PATH     daemon socket (now %s;\n"
+	       "                    $SNAPBUILD_SOCKET changes the default)\n"
+	       "  -o json|text      output format; -o json prints results verbatim\n"
+	       "                    (accepted after the command too)\n"
+	       "\n"
+	       "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
+	       "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's usage.\n",
+	       ctx->socket_path);
+	return CMD_EXIT_OK;
+}
+
+const struct cmd_entry cmd_help_entry = {
+    .name = "help",
+    .alias = NULL,
+    .usage = "[COMMAND]",
+    .summary = "Show the commands, or one command's usage",
+    .exec = cmd_help_exec,
+};

@@ -1,0 +1,79 @@
+/*
+ * The snapbuild command table, tmux style: one command per file (cmd-<name>.c),
+ * each exporting a constant `struct cmd_entry`, gathered into one table in cmd.c.
+ * Adding a command is one new file plus one line in that table.
+ *
+ * Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable
+ * (130 when interrupted by Ctrl+C).
+ */
+#ifndef SNAPBUILD_CMD_H
+#define SNAPBUILD_CMD_H
+
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "client.h"
+
+#define CMD_EXIT_OK          0
+#define CMD_EXIT_FAILURE     1
+#define CMD_EXIT_USAGE       2
+#define CMD_EXIT_UNREACHABLE 3
+#define CMD_EXIT_INTERRUPTED 130
+
+struct cmd_ctx {
+	const char *socket_path;
+	bool json; /* -o json: print results verbatim */
+	int argc;
+	char **argv; /* argv[0] = command name */
+};
+
+struct cmd_entry {
+	const char *name;
+	const char *alias;   /* NULL = none */
+	const char *usage;   /* arguments after the name, e.g. "[-f] JOB" */
+	const char *summary; /* one line for `snapbuild help` */
+	int (*exec)(struct cmd_ctx *ctx);
+};
+
+/* Set by the SIGINT/SIGTERM handler the CLI installs; long calls return when it is. */
+extern volatile sig_atomic_t cmd_interrupted;
+
+/* The entry for name or alias, or NULL. */
+const struct cmd_entry *cmd_find(const char *name);
+/* Every entry, NULL-terminated. */
+const struct cmd_entry *const *cmd_entries(void);
+
+/*
+ * Connects to ctx->socket_path; on failure prints how to start the daemon and exits
+ * with status 3.  Ctrl+C interrupts calls on the returned client.
+ */
+struct sb_client *cmd_connect(struct cmd_ctx *ctx);
+/*
+ * Calls method (params owned, may be NULL).  On an RPC error prints the message and
+ * the hint from the error's data; returns the exit code: 0 ok (*result set, owned),
+ * 1 error, 3 connection lost, 130 interrupted.
+ */
+int cmd_call(struct cmd_ctx *ctx, struct sb_client *c, const char *method, json_object *params,
+             json_object **result);
+/* Like cmd_call, with notifications passed to on_notify while the call is pending. */
+int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method,
+                    json_object *params, int pass_fd, sb_notify_cb on_notify, void *arg,
+                    json_object **result);
+/* Pretty JSON and a newline to stdout. */
+void cmd_print_json(json_object *o);
+/* Prints "snapbuild NAME: message" and the usage line to stderr; returns 2. */
+int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Prints the full usage of e to fp. */
+void cmd_print_usage(const struct cmd_entry *e, FILE *fp);
+/* "3m 12s"-style rendering of a duration in seconds. */
+void cmd_format_duration(double seconds, char *buf, size_t size);
+
+extern const struct cmd_entry cmd_daemon_entry;
+extern const struct cmd_entry cmd_version_entry;
+extern const struct cmd_entry cmd_help_entry;
+
+#endif

@@ -1,0 +1,312 @@
+/*
+ * snapbuildd: start-up and shutdown in named steps, then one libevent loop.
+ *
+ *   config -> log -> process -> state dir + store -> [jobs] -> server -> ready
+ *
+ * and the reverse on SIGTERM/SIGINT.  A new subsystem adds one call in the start
+ * sequence and one in main_shutdown.  The daemon never forks: systemd (or the user's
+ * shell) supervises it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "protocol.h"
+#include "server.h"
+#include "store.h"
+#include "util.h"
+
+struct main_state {
+	struct daemon *d;
+	struct event *sigterm, *sigint, *sighup;
+	struct event *watchdog;
+	struct event *idle;
+	int state_lock_fd;
+};
+
+static bool main_early_flags(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			config_usage(stdout);
+			return true;
+		}
+		if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
+			printf("snapbuildd %s (protocol %d)\n", SNAPBUILD_VERSION,
+			       SNAPBUILD_PROTOCOL_VERSION);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void main_load_config(struct daemon *d, int argc, char **argv)
+{
+	char *err = NULL;
+
+	d->config = config_load(argc, argv, &err);
+	if (d->config == NULL)
+		fatalx("%s", err);
+}
+
+static void main_init_log(struct daemon *d)
+{
+	log_init(d->config->log_level);
+	log_info("snapbuildd %s starting (pid %d)", SNAPBUILD_VERSION, (int)getpid());
+	if (d->config->api_key != NULL)
+		log_info("API key configured (%s)", d->config->key_source_label);
+	else
+		log_warnx("no API key configured: remote builds and snapshot calls will fail "
+		          "until one is (TOGETHER_API_KEY, $CREDENTIALS_DIRECTORY/api-key or "
+		          "api_key_file)");
+}
+
+static void main_process_setup(void)
+{
+	struct rlimit rl;
+
+	/* Everything the daemon creates is private unless it says otherwise. */
+	umask(077);
+	signal(SIGPIPE, SIG_IGN);
+	/* Each client and each build costs descriptors; use what we are allowed. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("setrlimit(RLIMIT_NOFILE)");
+	}
+}
+
+static void main_mkdir_private(const char *path, const char *what)
+{
+	char *dir = xstrdup(path);
+	struct stat st;
+
+	for (char *p = dir + 1;; p++) {
+		bool last = *p == '\0';
+		if (*p != '/' && !last)
+			continue;
+		*p = '\0';
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+			fatal("cannot create %s %s", what, dir);
+		if (last)
+			break;
+		*p = '/';
+	}
+	if (stat(path, &st) < 0)
+		fatal("%s %s", what, path);
+	if (!S_ISDIR(st.st_mode))
+		fatalx("%s %s is not a directory", what, path);
+	if (st.st_uid == geteuid() && (st.st_mode & 077) != 0) {
+		log_warnx("%s %s was accessible to others; making it private (0700)", what, path);
+		if (chmod(path, 0700) < 0)
+			fatal("chmod %s", path);
+	}
+	free(dir);
+}
+
+static void main_open_state(struct main_state *ms)
+{
+	struct daemon *d = ms->d;
+	char *path, *err = NULL;
+
+	main_mkdir_private(d->config->state_dir, "state directory");
+	main_mkdir_private(d->config->tmp_dir, "temporary directory");
+	path = xasprintf("%s/snapbuildd.lock", d->config->state_dir);
+	ms->state_lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (ms->state_lock_fd < 0)
+		fatal("cannot open %s", path);
+	if (flock(ms->state_lock_fd, LOCK_EX | LOCK_NB) < 0)
+		fatalx("another snapbuildd is using the state directory %s", d->config->state_dir);
+	free(path);
+
+	path = xasprintf("%s/snapbuild.db", d->config->state_dir);
+	d->store = store_open(path, &err);
+	if (d->store == NULL)
+		fatalx("cannot open the database %s: %s", path, err);
+	free(path);
+}
+
+static void main_listen(struct daemon *d)
+{
+	char *err = NULL;
+
+	d->server = server_new(d);
+	if (server_listen(d->server, &err) < 0)
+		fatalx("%s", err);
+}
+
+static void main_stop(struct main_state *ms, const char *why)
+{
+	struct daemon *d = ms->d;
+
+	if (d->stopping)
+		return;
+	d->stopping = true;
+	log_info("stopping (%s)", why);
+	sd_notify(0, "STOPPING=1");
+	server_stop_listening(d->server);
+	/* jobs_stop(d) goes here: before the connections, so followers see the last events. */
+	server_close_all(d->server);
+	event_base_loopexit(d->base, NULL);
+}
+
+static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct main_state *ms = arg;
+	char *err = NULL;
+	(void)what;
+
+	if (sig != SIGHUP) {
+		main_stop(ms, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		return;
+	}
+	sd_notify(0, "RELOADING=1");
+	if (config_reload(ms->d->config, &err) < 0) {
+		log_warnx("configuration not reloaded: %s", err);
+		free(err);
+	} else {
+		log_set_level(ms->d->config->log_level);
+		log_info("configuration reloaded");
+	}
+	sd_notify(0, "READY=1");
+	daemon_status_update(ms->d);
+}
+
+static void main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static bool main_busy(struct daemon *d)
+{
+	struct store_counts n;
+	char *err = NULL;
+
+	if (d->store == NULL || store_job_counts(d->store, &n, &err) < 0) {
+		free(err);
+		return true;
+	}
+	return n.total - n.succeeded - n.failed - n.cancelled > 0;
+}
+
+static void main_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct main_state *ms = arg;
+	(void)fd;
+	(void)what;
+
+	if (server_conn_count(ms->d->server) > 0)
+		return;
+	if (main_busy(ms->d)) {
+		struct timeval tv = {ms->d->config->idle_exit_seconds, 0};
+		evtimer_add(ms->idle, &tv);
+		return;
+	}
+	main_stop(ms, "idle");
+}
+
+/* Idle exit only makes sense when systemd can start us again on the next connection. */
+static void main_conn_count_cb(struct server *s, void *arg)
+{
+	struct main_state *ms = arg;
+	int secs = ms->d->config->idle_exit_seconds;
+
+	if (!server_socket_activated(s) || secs <= 0 || ms->d->stopping)
+		return;
+	if (server_conn_count(s) == 0) {
+		struct timeval tv = {secs, 0};
+		evtimer_add(ms->idle, &tv);
+	} else {
+		evtimer_del(ms->idle);
+	}
+}
+
+static void main_ready(struct main_state *ms)
+{
+	struct daemon *d = ms->d;
+	uint64_t usec;
+
+	ms->sigterm = evsignal_new(d->base, SIGTERM, main_signal_cb, ms);
+	ms->sigint = evsignal_new(d->base, SIGINT, main_signal_cb, ms);
+	ms->sighup = evsignal_new(d->base, SIGHUP, main_signal_cb, ms);
+	evsignal_add(ms->sigterm, NULL);
+	evsignal_add(ms->sigint, NULL);
+	evsignal_add(ms->sighup, NULL);
+
+	if (sd_watchdog_enabled(1, &usec) > 0 && usec > 0) {
+		struct timeval tv = {(time_t)(usec / 2000000), (suseconds_t)((usec / 2) % 1000000)};
+		ms->watchdog = event_new(d->base, -1, EV_PERSIST, main_watchdog_cb, ms);
+		event_add(ms->watchdog, &tv);
+	}
+	ms->idle = evtimer_new(d->base, main_idle_cb, ms);
+	server_set_conn_count_cb(d->server, main_conn_count_cb, ms);
+	main_conn_count_cb(d->server, ms);
+
+	sd_notify(0, "READY=1");
+	daemon_status_update(d);
+	log_info("ready in %.1f ms", (now_seconds() - d->started_at) * 1000);
+}
+
+static void main_shutdown(struct main_state *ms)
+{
+	struct daemon *d = ms->d;
+
+	event_free(ms->sigterm);
+	event_free(ms->sigint);
+	event_free(ms->sighup);
+	if (ms->watchdog != NULL)
+		event_free(ms->watchdog);
+	event_free(ms->idle);
+	server_free(d->server);
+	store_close(d->store);
+	close(ms->state_lock_fd);
+	event_base_free(d->base);
+	libevent_global_shutdown();
+	log_info("stopped");
+	config_free(d->config);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = {0};
+	struct main_state ms = {.d = &d, .state_lock_fd = -1};
+
+	if (main_early_flags(argc, argv))
+		return 0;
+	d.started_at = now_seconds();
+	log_init(LOG_LEVEL_INFO);
+	main_load_config(&d, argc, argv);
+	main_init_log(&d);
+	main_process_setup();
+	d.base = event_base_new();
+	if (d.base == NULL)
+		fatalx("cannot create the event loop");
+	main_open_state(&ms);
+	main_listen(&d);
+	main_ready(&ms);
+
+	event_base_dispatch(d.base);
+
+	if (!d.stopping)
+		main_stop(&ms, "event loop ended");
+	main_shutdown(&ms);
+	return 0;
+}

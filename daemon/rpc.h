@@ -1,0 +1,88 @@
+/*
+ * JSON-RPC dispatch: turns a connection's lines into calls, finds each method in
+ * the method tables (daemon/methods.h) before any handler runs, and carries answers
+ * back: singly, or gathered into one array for a batch.  A handler gets a call and
+ * may answer at once or much later (build.wait answers when the build ends), sending
+ * notifications to the caller meanwhile.  The call, not the handler, owns the
+ * request's id, peer credentials and any file descriptor that came with it.
+ */
+#ifndef SNAPBUILD_RPC_H
+#define SNAPBUILD_RPC_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct rpc_call; /* one request in flight */
+struct daemon;   /* daemon/daemon.h */
+struct server_conn;
+
+struct rpc_peer {
+	uid_t uid;
+	gid_t gid;
+	pid_t pid;
+};
+
+/* params: borrowed, may be NULL (absent); an object or an array otherwise. */
+typedef void (*rpc_handler)(struct rpc_call *call, json_object *params);
+
+struct rpc_method {
+	const char *name; /* "family.verb" */
+	rpc_handler handler;
+};
+
+struct daemon *rpc_call_daemon(struct rpc_call *call);
+const struct rpc_peer *rpc_call_peer(const struct rpc_call *call);
+/* The method name the call was made with. */
+const char *rpc_call_method(const struct rpc_call *call);
+
+/*
+ * The fd received with SCM_RIGHTS together with this request's line, or -1; the
+ * caller then owns it.  Unclaimed fds are closed when the call ends.
+ */
+int rpc_call_take_fd(struct rpc_call *call);
+
+/* Takes ownership of result (NULL is JSON null); ends the call (a notification: just frees). */
+void rpc_reply(struct rpc_call *call, json_object *result);
+/* Ends the call with an error; message NULL uses the spec's text; data owned, may be NULL. */
+void rpc_reply_error(struct rpc_call *call, int code, const char *message, json_object *data);
+/* Like rpc_reply_error, with data {"hint": hint} when hint is not NULL. */
+void rpc_reply_error_hint(struct rpc_call *call, int code, const char *message, const char *hint);
+
+/*
+ * JSON-RPC notification to this call's connection; params owned.  Returns false if
+ * the connection is gone or was dropped as a slow reader.
+ */
+bool rpc_notify(struct rpc_call *call, const char *method, json_object *params);
+
+/* True while the caller's connection is open. */
+bool rpc_call_connected(const struct rpc_call *call);
+
+/*
+ * cb runs once if the client disconnects while the call is pending (also when the
+ * daemon stops).  The owner must still end the call with rpc_reply/rpc_reply_error,
+ * which then only frees it.
+ */
+void rpc_call_set_close_cb(struct rpc_call *call, void (*cb)(struct rpc_call *call, void *arg),
+                           void *arg);
+
+/* --- used by the server (daemon/server.c) --- */
+
+struct rpc_conn; /* dispatch state of one connection */
+
+struct rpc_conn *rpc_conn_new(struct server_conn *sc);
+void rpc_conn_free(struct rpc_conn *rc);
+/* One framed line; fd (owned, -1 = none) came with it. */
+void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd);
+/* A line the framing refused (oversize, bad UTF-8): answered with an error, id null. */
+void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail);
+/* The connection is gone: run the close callbacks of its pending calls. */
+void rpc_conn_closed(struct rpc_conn *rc);
+/* Calls still waiting for their answer. */
+size_t rpc_conn_pending(const struct rpc_conn *rc);
+
+/* True when some method table holds name. */
+bool rpc_method_exists(const char *name);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * Configuration layers and their checks: defaults < file < environment < flags,
+ * API key sources, URL normalisation and the derived builder URL, and refusal of
+ * bad values with a message naming the key, variable or flag they came from.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <grp.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+static char tmpdir[] = "/tmp/test-config-XXXXXX";
+
+static int setup(void **state)
+{
+	(void)state;
+	return mkdtemp(tmpdir) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+	char *cmd;
+	(void)state;
+	if (asprintf(&cmd, "rm -rf '%s'", tmpdir) < 0)
+		return -1;
+	int rc = system(cmd);
+	free(cmd);
+	return rc == 0 ? 0 : -1;
+}
+
+static char *write_file(const char *name, const char *text)
+{
+	char *path;
+	FILE *fp;
+	assert_true(asprintf(&path, "%s/%s", tmpdir, name) > 0);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+	return path;
+}
+
+static char *const no_env[] = {NULL};
+
+static void assert_err_contains(char *err, const char *needle)
+{
+	assert_non_null(err);
+	if (strstr(err, needle) == NULL)
+		fail_msg("error '%s' does not mention '%s'", err, needle);
+	free(err);
+}
+
+static void test_defaults(void **state)
+{
+	char *const env[] = {"XDG_RUNTIME_DIR=/run/user/1234", "XDG_STATE_HOME=/home/u/.state",
+	                     "HOME=/home/u", NULL};
+	struct config *cfg = config_new_defaults(env);
+	char *err = NULL;
+	(void)state;
+
+	if (geteuid() == 0) {
+		assert_string_equal(cfg->socket_path, "/run/snapbuild/snapbuild.sock");
+		assert_string_equal(cfg->state_dir, "/var/lib/snapbuild");
+	} else {
+		assert_string_equal(cfg->socket_path, "/run/user/1234/snapbuild/snapbuild.sock");
+		assert_string_equal(cfg->state_dir, "/home/u/.state/snapbuild");
+	}
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->base_url, "https://api.bartender.codesandbox.io");
+	assert_string_equal(cfg->builder_url, "https://builder.codesandbox.io");
+	assert_string_equal(cfg->remote_arch, "amd64");
+	assert_string_equal(cfg->local_engine, "auto");
+	assert_int_equal(cfg->max_concurrent, 2);
+	assert_int_equal(cfg->socket_mode, 0600);
+	assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
+	assert_false(cfg->local_build);
+	assert_null(cfg->api_key);
+	assert_int_equal(cfg->idle_exit_seconds, 0);
+	assert_non_null(cfg->tmp_dir);
+	config_free(cfg);
+}
+
+static void test_precedence(void **state)
+{
+	char *file = write_file("prec.conf", "# a comment\n"
+	                                     "\n"
+	                                     "max_concurrent = 3\n"
+	                                     "base_url = https://file.example.com\n"
+	                                     "remote_architecture = arm64\n"
+	                                     "log_level = debug   # trailing comment\n"
+	                                     "local_engine = \"podman\"\n");
+	char *const env[] = {"TOGETHER_BASE_URL=https://env.example.com/",
+	                     "TOGETHER_LOCAL_BUILD=yes", NULL};
+	char *argv[] = {"snapbuildd", "--max-concurrent", "5", NULL};
+	struct config *cfg = config_new_defaults(no_env);
+	char *err = NULL;
+	(void)state;
+
+	assert_int_equal(config_read_file(cfg, file, true, &err), 0);
+	assert_int_equal(cfg->max_concurrent, 3);
+	assert_string_equal(cfg->base_url, "https://file.example.com");
+	assert_int_equal(config_apply_env(cfg, env, &err), 0);
+	assert_int_equal(config_apply_flags(cfg, 3, argv, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+
+	assert_int_equal(cfg->max_concurrent, 5);                      /* flag over file */
+	assert_string_equal(cfg->base_url, "https://env.example.com"); /* env over file */
+	assert_true(cfg->local_build);                                 /* env over default */
+	assert_string_equal(cfg->remote_arch, "arm64");                /* file over default */
+	assert_int_equal(cfg->log_level, LOG_LEVEL_DEBUG);
+	assert_string_equal(cfg->local_engine, "podman");
+	/* no api.bartender. prefix: the builder lives at the same URL */
+	assert_string_equal(cfg->builder_url, "https://env.example.com");
+	config_free(cfg);
+	free(file);
+}
+
+static void test_urls(void **state)
+{
+	char *const env[] = {"TOGETHER_BASE_URL=http://api.bartender.localhost:8080/v1/", NULL};
+	char *const env_override[] = {"TOGETHER_BASE_URL=https://api.bartender.example.org",
+	                              "SNAPBUILD_BUILDER_URL=http://127.0.0.1:9/", NULL};
+	struct config *cfg;
+	char *err = NULL, *u;
+	(void)state;
+
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->base_url, "http://api.bartender.localhost:8080");
+	assert_string_equal(cfg->builder_url, "http://builder.localhost:8080");
+	config_free(cfg);
+
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_override, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->builder_url, "http://127.0.0.1:9");
+	config_free(cfg);
+
+	u = config_derive_builder_url("https://api.bartender.codesandbox.io");
+	assert_string_equal(u, "https://builder.codesandbox.io");
+	free(u);
+	u = config_derive_builder_url("https://x.api.bartender.io");
+	assert_string_equal(u, "https://x.api.bartender.io");
+	free(u);
+}
+
+static void test_invalid_values_name_their_key(void **state)
+{
+	struct config *cfg = config_new_defaults(no_env);
+	char *err = NULL;
+	char *const bad_arch[] = {"TOGETHER_REMOTE_ARCHITECTURE=x86", NULL};
+	char *const bad_local[] = {"TOGETHER_LOCAL_BUILD=maybe", NULL};
+	char *const bad_url[] = {"TOGETHER_BASE_URL=ftp://example.com", NULL};
+	char *argv_bad_n[] = {"snapbuildd", "--max-concurrent", "0", NULL};
+	char *argv_unknown[] = {"snapbuildd", "--frobnicate", NULL};
+	char *argv_missing[] = {"snapbuildd", "--socket", NULL};
+	char *argv_extra[] = {"snapbuildd", "stray", NULL};
+	char *argv_engine[] = {"snapbuildd", "--local-engine=lxc", NULL};
+	char *file_bad = write_file("bad.conf", "\nmax_concurrent = lots\n");
+	char *file_unknown = write_file("unknown.conf", "max_concurent = 2\n");
+	char *file_syntax = write_file("syntax.conf", "just words\n");
+	char *file_mode = write_file("mode.conf", "socket_mode = 0999\n");
+	(void)state;
+
+	assert_int_equal(config_apply_env(cfg, bad_arch, &err), -1);
+	assert_err_contains(err, "TOGETHER_REMOTE_ARCHITECTURE");
+	assert_int_equal(config_apply_env(cfg, bad_local, &err), -1);
+	assert_err_contains(err, "TOGETHER_LOCAL_BUILD");
+	assert_int_equal(config_apply_env(cfg, bad_url, &err), -1);
+	assert_err_contains(err, "TOGETHER_BASE_URL");
+	assert_int_equal(config_apply_flags(cfg, 3, argv_bad_n, &err), -1);
+	assert_err_contains(err, "--max-concurrent");
+	assert_int_equal(config_apply_flags(cfg, 2, argv_unknown, &err), -1);
+	assert_err_contains(err, "--frobnicate");
+	assert_int_equal(config_apply_flags(cfg, 2, argv_missing, &err), -1);
+	assert_err_contains(err, "--socket");
+	assert_int_equal(config_apply_flags(cfg, 2, argv_extra, &err), -1);
+	assert_err_contains(err, "stray");
+	assert_int_equal(config_apply_flags(cfg, 2, argv_engine, &err), -1);
+	assert_err_contains(err, "--local-engine");
+	assert_int_equal(config_read_file(cfg, file_bad, true, &err), -1);
+	assert_err_contains(err, ":2: max_concurrent");
+	assert_int_equal(config_read_file(cfg, file_unknown, true, &err), -1);
+	assert_err_contains(err, "max_concurent");
+	assert_int_equal(config_read_file(cfg, file_syntax, true, &err), -1);
+	assert_err_contains(err, ":1:");
+	assert_int_equal(config_read_file(cfg, file_mode, true, &err), -1);
+	assert_err_contains(err, "socket_mode");
+	/* a missing file is fine unless it was asked for */
+	assert_int_equal(config_read_file(cfg, "/nonexistent/snapbuild.conf", false, &err), 0);
+	assert_int_equal(config_read_file(cfg, "/nonexistent/snapbuild.conf", true, &err), -1);
+	assert_err_contains(err, "/nonexistent/snapbuild.conf");
+	/* nothing above changed the values */
+	assert_int_equal(cfg->max_concurrent, 2);
+	assert_string_equal(cfg->remote_arch, "amd64");
+	config_free(cfg);
+	free(file_bad);
+	free(file_unknown);
+	free(file_syntax);
+	free(file_mode);
+}
+
+static void test_api_key_sources(void **state)
+{
+	char *keyfile = write_file("key", "  sk-from-file \n");
+	char *credfile = write_file("api-key", "sk-from-credentials\n");
+	char *empty = write_file("empty-key", "\n");
+	char *conf, *credenv, *flagarg;
+	char *const env_key[] = {"TOGETHER_API_KEY=sk-from-env", NULL};
+	struct config *cfg;
+	char *err = NULL;
+	(void)state;
+
+	assert_true(asprintf(&conf, "api_key_file = %s\n", keyfile) > 0);
+	char *conffile = write_file("key.conf", conf);
+	assert_true(asprintf(&credenv, "CREDENTIALS_DIRECTORY=%s", tmpdir) > 0);
+	char *const env_both[] = {"TOGETHER_API_KEY=sk-from-env", credenv, NULL};
+
+	/* file only */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_read_file(cfg, conffile, true, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-file");
+	assert_string_equal(cfg->api_key_file, keyfile);
+	config_free(cfg);
+
+	/* the environment beats the file */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_read_file(cfg, conffile, true, &err), 0);
+	assert_int_equal(config_apply_env(cfg, env_key, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-env");
+	assert_null(cfg->api_key_file);
+	config_free(cfg);
+
+	/* systemd credentials beat TOGETHER_API_KEY */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_both, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-credentials");
+	config_free(cfg);
+
+	/* a flag beats everything */
+	assert_true(asprintf(&flagarg, "--api-key-file=%s", keyfile) > 0);
+	char *argv[] = {"snapbuildd", flagarg, NULL};
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_both, &err), 0);
+	assert_int_equal(config_apply_flags(cfg, 2, argv, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-file");
+	config_free(cfg);
+
+	/* an empty or missing key file is refused, naming where it was configured */
+	char *argv_empty[] = {"snapbuildd", "--api-key-file", empty, NULL};
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_flags(cfg, 3, argv_empty, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), -1);
+	assert_err_contains(err, "--api-key-file");
+	config_free(cfg);
+
+	char *argv_missing[] = {"snapbuildd", "--api-key-file", "/nonexistent/key", NULL};
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_flags(cfg, 3, argv_missing, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), -1);
+	assert_err_contains(err, "/nonexistent/key");
+	config_free(cfg);
+
+	free(keyfile);
+	free(credfile);
+	free(empty);
+	free(conf);
+	free(conffile);
+	free(credenv);
+	free(flagarg);
+}
+
+static void test_socket_group_mode(void **state)
+{
+	struct group *gr = getgrgid(getegid());
+	struct config *cfg;
+	char *err = NULL;
+	(void)state;
+
+	assert_non_null(gr);
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_set(cfg, "socket_group", gr->gr_name, "test", &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_int_equal(cfg->socket_mode, 0660);
+	config_free(cfg);
+
+	/* an explicit mode stays */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_set(cfg, "socket_mode", "0600", "test", &err), 0);
+	assert_int_equal(config_set(cfg, "socket_group", gr->gr_name, "test", &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_int_equal(cfg->socket_mode, 0600);
+	config_free(cfg);
+
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_set(cfg, "admin_group", "no-such-group-here", "test", &err), 0);
+	assert_int_equal(config_validate(cfg, &err), -1);
+	assert_err_contains(err, "admin_group");
+	config_free(cfg);
+}
+
+static void test_socket_path_length(void **state)
+{
+	char longpath[200];
+	struct config *cfg = config_new_defaults(no_env);
+	char *err = NULL;
+	(void)state;
+
+	memset(longpath, 'a', sizeof(longpath) - 1);
+	longpath[0] = '/';
+	longpath[sizeof(longpath) - 1] = '\0';
+	assert_int_equal(config_set(cfg, "socket", longpath, "--socket", &err), -1);
+	assert_err_contains(err, "--socket");
+	/* relative paths are made absolute */
+	assert_int_equal(config_set(cfg, "state_dir", "rel/state", "--state-dir", &err), 0);
+	assert_true(cfg->state_dir[0] == '/');
+	config_free(cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_precedence),
+	    cmocka_unit_test(test_urls),
+	    cmocka_unit_test(test_invalid_values_name_their_key),
+	    cmocka_unit_test(test_api_key_sources),
+	    cmocka_unit_test(test_socket_group_mode),
+	    cmocka_unit_test(test_socket_path_length),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
