@@ -260,8 +260,9 @@ static void main_ready(struct main_state *ms)
 	server_set_conn_count_cb(d->server, main_conn_count_cb, ms);
 	main_conn_count_cb(d->server, ms);
 
-	sd_notify(0, "READY=1");
+	/* STATUS first, so whoever sees READY also has the queue summary. */
 	daemon_status_update(d);
+	sd_notify(0, "READY=1");
 	log_info("ready in %.1f ms", (now_seconds() - d->started_at) * 1000);
 }
 

@@ -77,6 +77,8 @@ uint64_t frame_reader_feed(struct frame_reader *fr, const void *data, size_t len
 bool frame_reader_next(struct frame_reader *fr, struct frame *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (fr->buf == NULL)
+		return false;
 	for (;;) {
 		char *line = fr->buf + fr->start;
 		size_t avail = fr->end - fr->start;
