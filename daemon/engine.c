@@ -271,6 +271,16 @@ char **engine_push_argv(enum engine_kind k, const struct engine_opts *o, const c
 	return a.v;
 }
 
+char **engine_rmi_argv(enum engine_kind k, const struct engine_opts *o, const char *image_ref)
+{
+	struct engine_vec a = {0};
+
+	engine_vec_start(&a, k, o);
+	engine_vec_add(&a, "rmi");
+	engine_vec_add(&a, image_ref);
+	return a.v;
+}
+
 char *engine_auth_path(enum engine_kind k, const char *job_dir)
 {
 	if (k == ENGINE_DOCKER)

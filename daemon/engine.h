@@ -66,6 +66,9 @@ char **engine_build_argv(enum engine_kind k, const struct engine_opts *o,
 char **engine_login_argv(enum engine_kind k, const struct engine_opts *o, const char *registry_host,
                          const char *username);
 char **engine_push_argv(enum engine_kind k, const struct engine_opts *o, const char *image_ref);
+/* Removes the local tag once pushed, so unique per-build tags do not pile up; the
+ * engine's layer and build caches stay. */
+char **engine_rmi_argv(enum engine_kind k, const struct engine_opts *o, const char *image_ref);
 void engine_argv_free(char **argv);
 
 /* The credential store of a job: <job_dir>/docker (a DOCKER_CONFIG directory) for

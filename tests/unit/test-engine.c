@@ -170,6 +170,19 @@ static void test_push_argv(void **state)
 	assert_argv(engine_push_argv(ENGINE_BUILDAH, &verify_vfs, "reg/ns/image-a:b"), buildah);
 }
 
+static void test_rmi_argv(void **state)
+{
+	static const char *const docker[] = {"docker", "rmi", "reg/ns/image-a:b", NULL};
+	static const char *const buildah[] = {"buildah", "--storage-driver", "vfs",
+	                                      "rmi",     "reg/ns/image-a:b", NULL};
+	struct engine_opts plain = {NULL, false, "/job"};
+	struct engine_opts with_vfs = {vfs, false, "/job"};
+
+	(void)state;
+	assert_argv(engine_rmi_argv(ENGINE_DOCKER, &plain, "reg/ns/image-a:b"), docker);
+	assert_argv(engine_rmi_argv(ENGINE_BUILDAH, &with_vfs, "reg/ns/image-a:b"), buildah);
+}
+
 static void test_auth_store(void **state)
 {
 	char *s;
@@ -372,6 +385,7 @@ int main(void)
 	    cmocka_unit_test(test_build_argv),
 	    cmocka_unit_test(test_login_argv),
 	    cmocka_unit_test(test_push_argv),
+	    cmocka_unit_test(test_rmi_argv),
 	    cmocka_unit_test(test_auth_store),
 	    cmocka_unit_test(test_build_args_parse),
 	    cmocka_unit_test(test_registry_url),
