@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -510,6 +511,28 @@ static const char *sim_build_args_problem(const char *s, size_t len)
 	return problem;
 }
 
+/* What is wrong with the text fields, naming the part in *param; NULL if nothing. */
+static const char *sim_fields_problem(const struct sim_build *b, const char **param)
+{
+	const char *problem;
+	*param = "image_name";
+	if ((problem = sim_image_name_problem(b->image_name)) != NULL)
+		return problem;
+	*param = "dockerfile";
+	if (b->dockerfile[0] == '\0')
+		return "dockerfile is empty";
+	*param = "build_args";
+	if ((problem = sim_build_args_problem(b->build_args, strlen(b->build_args))) != NULL)
+		return problem;
+	*param = "nydus_convert";
+	if (strcmp(b->nydus_convert, "true") != 0 && strcmp(b->nydus_convert, "false") != 0)
+		return "nydus_convert must be \"true\" or \"false\"";
+	*param = "cache_key";
+	if (b->cache_key != NULL)
+		return sim_cache_key_problem(b->cache_key);
+	return NULL;
+}
+
 /* A text part's value; NULL when it holds a NUL byte. */
 static char *sim_part_text(const struct multipart_part *p)
 {
@@ -569,13 +592,46 @@ static void sim_submit_fail(struct sim_req *r)
 	                   f->submit_fail_retry_after >= 0 ? "Retry-After" : NULL, ra);
 }
 
+/* The text parts of a submit and where they are kept. */
+static const struct sim_text_part {
+	const char *name;
+	size_t offset;
+	bool required;
+} sim_text_parts[] = {
+    {"image_name", offsetof(struct sim_build, image_name), true},
+    {"dockerfile", offsetof(struct sim_build, dockerfile), true},
+    {"build_args", offsetof(struct sim_build, build_args), true},
+    {"nydus_convert", offsetof(struct sim_build, nydus_convert), true},
+    {"cache_key", offsetof(struct sim_build, cache_key), false},
+};
+
+#define SIM_TEXT_PARTS (sizeof(sim_text_parts) / sizeof(sim_text_parts[0]))
+
+/* Checks presence and uniqueness of the parts; answers 400 itself and returns -1. */
+static int sim_parts_check(struct sim_req *r, const struct multipart_form *form)
+{
+	const char *missing = NULL, *repeated = NULL;
+	for (size_t i = 0; i <= SIM_TEXT_PARTS; i++) {
+		const char *name = i < SIM_TEXT_PARTS ? sim_text_parts[i].name : "context";
+		bool required = i < SIM_TEXT_PARTS ? sim_text_parts[i].required : true;
+		size_t n = multipart_form_count(form, name);
+		if (n == 0 && required && missing == NULL)
+			missing = name;
+		if (n > 1 && repeated == NULL)
+			repeated = name;
+	}
+	if (missing == NULL && repeated == NULL)
+		return 0;
+	char *msg = missing ? xasprintf("missing part \"%s\"", missing)
+	                    : xasprintf("part \"%s\" given more than once", repeated);
+	sim_reply_bad_param(r, missing ? missing : repeated, missing ? "missing" : "duplicate",
+	                    msg);
+	free(msg);
+	return -1;
+}
+
 void sim_builds_submit(struct sim_req *r)
 {
-	static const char *const required[] = {"image_name",    "dockerfile", "build_args",
-	                                       "nydus_convert", "context",    NULL};
-	static const char *const singles[] = {
-	    "image_name", "dockerfile", "build_args", "nydus_convert",
-	    "cache_key",  "context",    NULL};
 	struct sim *sim = r->sim;
 	struct multipart_form *form = NULL;
 	struct sim_build *b = NULL;
@@ -596,58 +652,24 @@ void sim_builds_submit(struct sim_req *r)
 		sim_reply_bad_param(r, "body", "malformed_multipart", err);
 		goto out;
 	}
-	for (size_t i = 0; required[i] != NULL; i++)
-		if (multipart_form_get(form, required[i]) == NULL) {
-			msg = xasprintf("missing part \"%s\"", required[i]);
-			sim_reply_bad_param(r, required[i], "missing", msg);
-			goto out;
-		}
-	for (size_t i = 0; singles[i] != NULL; i++)
-		if (multipart_form_count(form, singles[i]) > 1) {
-			msg = xasprintf("part \"%s\" given more than once", singles[i]);
-			sim_reply_bad_param(r, singles[i], "duplicate", msg);
-			goto out;
-		}
+	if (sim_parts_check(r, form) < 0)
+		goto out;
 
 	b = xcalloc(1, sizeof(*b));
 	b->sim = sim;
-	for (size_t i = 0; singles[i] != NULL; i++) {
-		const struct multipart_part *p = multipart_form_get(form, singles[i]);
-		char *v;
-		if (p == NULL || strcmp(singles[i], "context") == 0)
+	for (size_t i = 0; i < SIM_TEXT_PARTS; i++) {
+		const struct multipart_part *p = multipart_form_get(form, sim_text_parts[i].name);
+		if (p == NULL)
 			continue;
-		if (p->filename != NULL || (v = sim_part_text(p)) == NULL) {
-			param = singles[i];
-			problem = "must be a text field";
-			break;
+		char *v = p->filename == NULL ? sim_part_text(p) : NULL;
+		if (v == NULL) {
+			msg = xasprintf("part \"%s\" must be a text field", sim_text_parts[i].name);
+			sim_reply_bad_param(r, sim_text_parts[i].name, "invalid", msg);
+			goto out;
 		}
-		if (i == 0)
-			b->image_name = v;
-		else if (i == 1)
-			b->dockerfile = v;
-		else if (i == 2)
-			b->build_args = v;
-		else if (i == 3)
-			b->nydus_convert = v;
-		else
-			b->cache_key = v;
+		*(char **)((char *)b + sim_text_parts[i].offset) = v;
 	}
-	if (problem != NULL) {
-		msg = xasprintf("part \"%s\" %s", param, problem);
-		sim_reply_bad_param(r, param, "invalid", msg);
-		goto out;
-	}
-	if ((problem = sim_image_name_problem(b->image_name)) != NULL)
-		param = "image_name";
-	else if (b->dockerfile[0] == '\0')
-		param = "dockerfile", problem = "dockerfile is empty";
-	else if ((problem = sim_build_args_problem(b->build_args, strlen(b->build_args))) != NULL)
-		param = "build_args";
-	else if (strcmp(b->nydus_convert, "true") != 0 && strcmp(b->nydus_convert, "false") != 0)
-		param = "nydus_convert", problem = "nydus_convert must be \"true\" or \"false\"";
-	else if (b->cache_key != NULL && (problem = sim_cache_key_problem(b->cache_key)) != NULL)
-		param = "cache_key";
-	if (problem != NULL) {
+	if ((problem = sim_fields_problem(b, &param)) != NULL) {
 		sim_reply_bad_param(r, param, "invalid", problem);
 		goto out;
 	}

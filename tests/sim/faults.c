@@ -128,7 +128,7 @@ static int sim_faults_drop(struct sim_faults *f, struct json_object *v, char **e
 {
 	static const char *const allowed[] = {"events", "count", NULL};
 	long events = 0, count = 1;
-	if (v == NULL) {
+	if (sim_is_off(v)) {
 		f->logs_drop_count = 0;
 		f->logs_drop_after = -1;
 		return 0;
@@ -156,7 +156,7 @@ static int sim_faults_stall(struct sim_faults *f, const char *key, struct json_o
 {
 	static const char *const allowed[] = {"ms", "after", "count", NULL};
 	long ms = 0, after = 0, count = 1;
-	if (v == NULL) {
+	if (sim_is_off(v)) {
 		f->logs_stall_count = 0;
 		return 0;
 	}
@@ -216,7 +216,7 @@ static int sim_faults_rules(struct sim_faults *f, struct json_object *v, char **
 	static const char *const allowed[] = {"method", "path",        "status",
 	                                      "count",  "retry_after", NULL};
 	sim_faults_free_rules(f);
-	if (v == NULL)
+	if (sim_is_off(v))
 		return 0;
 	if (!json_object_is_type(v, json_type_array)) {
 		*err = xstrdup("fault \"request_fail\" must be an array of {method, path, status, "
@@ -258,7 +258,7 @@ static int sim_faults_rules(struct sim_faults *f, struct json_object *v, char **
 static int sim_faults_override(struct json_object *v, const char *key, long max, long *out,
                                char **err)
 {
-	if (v == NULL) {
+	if (sim_is_off(v)) {
 		*out = -1;
 		return 0;
 	}
@@ -271,7 +271,7 @@ static int sim_faults_key(struct sim_faults *f, const char *k, struct json_objec
 	if (strcmp(k, "submit_fail") == 0)
 		return sim_faults_submit(f, v, err);
 	if (strcmp(k, "logs_404") == 0) {
-		if (v == NULL) {
+		if (sim_is_off(v)) {
 			f->logs_404 = 0;
 			return 0;
 		}

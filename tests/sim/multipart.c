@@ -183,7 +183,7 @@ static int multipart_parse_headers(const char *p, const char *end, struct multip
 		if (eol == NULL || eol > end)
 			eol = end;
 		const char *colon = memchr(p, ':', (size_t)(eol - p));
-		if (colon == NULL || colon == p) {
+		if (colon == NULL || colon == p || memchr(p, '\0', (size_t)(eol - p)) != NULL) {
 			*err = xasprintf("part %zu: malformed header line", index + 1);
 			return -1;
 		}
