@@ -972,6 +972,35 @@ class TestBadRequests(SimTestCase):
         self.assertEqual(self.s.sim("GET", "builds/" + a.json()["build_id"])["build_args"], '{"VERSION": "1.2"}')
 
 
+class TestHostileRequests(SimTestCase):
+    def test_random_requests_get_answers_not_crashes(self):
+        import random
+        rnd = random.Random(1234)
+        build_id = self.s.submit_ok()
+        snap = self.register("alpine:3").json()["id"]
+        paths = ["/builds", "/builds/" + build_id, "/builds/%s/logs" % build_id, "/v1/snapshots",
+                 "/v1/snapshots/" + snap, "/v1/snapshots/%s/aliases" % snap, "/v1/snapshots/%s/retire" % snap,
+                 "/v1/snapshots/@x", "/v1/snapshots/batch", "/v1/snapshot-aliases/x",
+                 "/v1/container-registries/default/credentials", "/_sim/faults", "/_sim/builds/" + build_id]
+        junk = [b"", b"{", b"[]", b"null", b'{"image": {}}', b'{"alias": null}', b"\x00\xff" * 50,
+                b'{"tags": {"a": {"b": 1}}, "image": "x"}', b'{"logs_404": -1}', b'{"hold": []}',
+                b"--x\r\nContent-Disposition: form-data; name=\"context\"; filename=\"c\"\r\n\r\n\x1f\x8b\r\n--x--\r\n"]
+        ctypes = ["application/json", "multipart/form-data; boundary=x", "multipart/form-data; boundary=\"",
+                  "text/plain", "multipart/form-data; boundary=" + "b" * 300]
+        for _ in range(250):
+            path = rnd.choice(paths)
+            if rnd.random() < 0.3:
+                path += rnd.choice(["?limit=%d" % rnd.randint(-5, 200), "?cursor=%00", "?tags[=1", "?ids[]=x",
+                                    "?tags%5Ba%5D=%ff", "/%2e%2e", "%20", "?exclude_retired"])
+            method = rnd.choice(["GET", "POST", "DELETE", "PUT", "PATCH"])
+            body = rnd.choice(junk)
+            a = self.s.request(method, path, body, {"Content-Type": rnd.choice(ctypes)})
+            self.assertLess(a.status, 500, (method, path, a.body))
+            if a.status >= 400:
+                self.check_error(a, a.status)
+        self.assertEqual(self.s.request("GET", "/_sim/health", auth=False).status, 200)
+
+
 class TestStateDir(unittest.TestCase):
     def test_snapshots_and_aliases_survive_restart(self):
         with tempfile.TemporaryDirectory() as d:
