@@ -75,5 +75,17 @@ void cmd_format_duration(double seconds, char *buf, size_t size);
 extern const struct cmd_entry cmd_daemon_entry;
 extern const struct cmd_entry cmd_version_entry;
 extern const struct cmd_entry cmd_help_entry;
+extern const struct cmd_entry cmd_create_entry;
+extern const struct cmd_entry cmd_jobs_entry;
+extern const struct cmd_entry cmd_logs_entry;
+extern const struct cmd_entry cmd_inspect_entry;
+extern const struct cmd_entry cmd_wait_entry;
+extern const struct cmd_entry cmd_cancel_entry;
+extern const struct cmd_entry cmd_retry_entry;
+extern const struct cmd_entry cmd_prune_entry;
+extern const struct cmd_entry cmd_context_entry;
+
+/* A job's details for humans (snapbuild inspect). */
+void cmd_print_job(json_object *job);
 
 #endif

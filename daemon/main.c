@@ -21,13 +21,18 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "api.h"
+#include "child.h"
 #include "config.h"
 #include "daemon.h"
+#include "http.h"
+#include "jobs.h"
 #include "log.h"
 #include "protocol.h"
 #include "server.h"
 #include "store.h"
 #include "util.h"
+#include "worker.h"
 
 struct main_state {
 	struct daemon *d;
@@ -141,6 +146,21 @@ static void main_open_state(struct main_state *ms)
 	free(path);
 }
 
+/* The Together APIs over libcurl on the loop, and the job engine (which recovers
+ * unfinished jobs before anyone can connect). */
+static void main_start_jobs(struct daemon *d)
+{
+	char *err = NULL;
+
+	d->http = http_new(d->base, &err);
+	if (d->http == NULL)
+		fatalx("cannot set up HTTP: %s", err);
+	d->api = api_new(d->http, d->config->base_url, d->config->builder_url, d->config->api_key);
+	d->jobs = jobs_new(d);
+	if (jobs_start(d->jobs, &err) < 0)
+		fatalx("cannot start the job engine: %s", err);
+}
+
 static void main_listen(struct daemon *d)
 {
 	char *err = NULL;
@@ -160,7 +180,7 @@ static void main_stop(struct main_state *ms, const char *why)
 	log_info("stopping (%s)", why);
 	sd_notify(0, "STOPPING=1");
 	server_stop_listening(d->server);
-	/* jobs_stop(d) goes here: before the connections, so followers see the last events. */
+	/* Followers' close callbacks let go of their jobs; jobs stop in main_shutdown. */
 	server_close_all(d->server);
 	event_base_loopexit(d->base, NULL);
 }
@@ -181,6 +201,7 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		free(err);
 	} else {
 		log_set_level(ms->d->config->log_level);
+		api_set_key(ms->d->api, ms->d->config->api_key);
 		log_info("configuration reloaded");
 	}
 	sd_notify(0, "READY=1");
@@ -276,6 +297,10 @@ static void main_shutdown(struct main_state *ms)
 	if (ms->watchdog != NULL)
 		event_free(ms->watchdog);
 	event_free(ms->idle);
+	/* Outside the loop: packing threads may still hand back through it. */
+	jobs_free(d->jobs);
+	api_free(d->api);
+	http_free(d->http);
 	server_free(d->server);
 	store_close(d->store);
 	close(ms->state_lock_fd);
@@ -297,10 +322,13 @@ int main(int argc, char **argv)
 	main_load_config(&d, argc, argv);
 	main_init_log(&d);
 	main_process_setup();
+	worker_init();
 	d.base = event_base_new();
 	if (d.base == NULL)
 		fatalx("cannot create the event loop");
+	child_init(d.base);
 	main_open_state(&ms);
+	main_start_jobs(&d);
 	main_listen(&d);
 	main_ready(&ms);
 

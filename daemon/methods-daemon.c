@@ -9,6 +9,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "jobs.h"
 #include "jsonrpc.h"
 #include "methods.h"
 #include "protocol.h"
@@ -81,7 +82,15 @@ static void methods_daemon_info(struct rpc_call *call, json_object *params)
 	json_object_object_add(remote, "builder_url", json_object_new_string(cfg->builder_url));
 	json_object_object_add(backends, "remote", remote);
 	local = json_object_new_object();
-	json_object_object_add(local, "engine", json_object_new_string(cfg->local_engine));
+	json_object_object_add(local, "engine_preference", json_object_new_string(cfg->local_engine));
+	const char *engine = NULL, *engine_error = NULL;
+	if (d->jobs && jobs_local_engine(d->jobs, &engine, &engine_error))
+		json_object_object_add(local, "engine", json_object_new_string(engine));
+	else
+		json_object_object_add(local, "engine", NULL);
+	json_object_object_add(local, "available", json_object_new_boolean(engine != NULL));
+	if (engine == NULL && engine_error)
+		json_object_object_add(local, "error", json_object_new_string(engine_error));
 	json_object_object_add(backends, "local", local);
 	json_object_object_add(r, "backends", backends);
 

@@ -8,5 +8,12 @@
 #include "rpc.h"
 
 extern const struct rpc_method methods_daemon[];
+extern const struct rpc_method methods_build[];
+extern const struct rpc_method methods_context[];
+
+struct daemon;
+struct store_job;
+/* A job as the build.* methods show it (see PROTOCOL.md, "Jobs"). */
+json_object *methods_job_json(struct daemon *d, const struct store_job *j);
 
 #endif

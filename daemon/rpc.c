@@ -22,6 +22,8 @@
 /* Every method family; a new family adds its table here. */
 static const struct rpc_method *const rpc_tables[] = {
     methods_daemon,
+    methods_build,
+    methods_context,
 };
 
 struct rpc_batch {

@@ -1,0 +1,223 @@
+/*
+ * Commands on one job or a few: inspect (details), wait (until it ends; the exit
+ * status says how), cancel, retry (a new job from the same packed context).
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "output.h"
+#include "util.h"
+
+/* Parses [-o json] [--help] and leaves optind at the first operand. */
+static int job_opts(struct cmd_ctx *ctx, const struct cmd_entry *e)
+{
+	static const struct option opts[] = {
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int opt;
+	optind = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, "o:h", opts, NULL)) != -1) {
+		if (opt == 'o') {
+			ctx->json = strcmp(optarg, "json") == 0;
+		} else if (opt == 'h') {
+			printf("usage: snapbuild %s\n\n%s\n", e->usage, e->summary);
+			return 0;
+		} else {
+			return cmd_usage_error(e, "unknown option");
+		}
+	}
+	return -1;
+}
+
+static json_object *id_params(const char *id)
+{
+	json_object *p = json_object_new_object();
+	json_object_object_add(p, "id", json_object_new_string(id));
+	return p;
+}
+
+static void print_time(const char *label, double t)
+{
+	if (t <= 0)
+		return;
+	char buf[64];
+	time_t s = (time_t)t;
+	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", localtime(&s));
+	char *age = output_age(t, now_seconds());
+	printf("  %-13s %s (%s)\n", label, buf, age);
+	free(age);
+}
+
+static void print_field(const char *label, const char *value)
+{
+	if (value && *value)
+		printf("  %-13s %s\n", label, value);
+}
+
+void cmd_print_job(json_object *j)
+{
+	printf("Job %s\n", json_str(j, "id"));
+	print_field("state:", json_str(j, "state"));
+	print_field("backend:", json_str(j, "backend"));
+	print_field("architecture:", json_str(j, "architecture"));
+	print_field("context:", json_str(j, "context"));
+	print_field("dockerfile:", json_str(j, "dockerfile"));
+	print_field("alias:", json_str(j, "alias"));
+	json_object *tags = NULL;
+	if (json_object_object_get_ex(j, "tags", &tags) && json_object_object_length(tags)) {
+		printf("  %-13s", "tags:");
+		json_object_object_foreach(tags, k, v) printf(" %s=%s", k, json_object_get_string(v));
+		printf("\n");
+	}
+	json_object *a = NULL;
+	if (json_object_object_get_ex(j, "archive", &a) && a) {
+		char *b = output_bytes((uint64_t)json_int(a, "bytes"));
+		printf("  %-13s %lld files, %s gzip'd, sha256 %s\n", "archive:",
+		       (long long)json_int(a, "files"), b, json_str(a, "sha256"));
+		free(b);
+	}
+	print_field("build id:", json_str(j, "build_id"));
+	print_field("image:", json_str(j, "image_ref"));
+	print_field("snapshot:", json_str(j, "snapshot_id"));
+	print_field("retry of:", json_str(j, "retry_of"));
+	print_field("error:", json_str(j, "error"));
+	print_field("hint:", json_str(j, "hint"));
+	print_time("created:", json_num(j, "created_at"));
+	print_time("finished:", json_num(j, "finished_at"));
+}
+
+static int cmd_inspect_exec(struct cmd_ctx *ctx);
+const struct cmd_entry cmd_inspect_entry = {
+	.name = "inspect",
+	.usage = "inspect [-o json] JOB",
+	.summary = "show a job's details",
+	.exec = cmd_inspect_exec,
+};
+
+static int cmd_inspect_exec(struct cmd_ctx *ctx)
+{
+	int rc = job_opts(ctx, &cmd_inspect_entry);
+	if (rc >= 0)
+		return rc;
+	if (optind != ctx->argc - 1)
+		return cmd_usage_error(&cmd_inspect_entry, "give exactly one job id");
+	struct sb_client *c = cmd_connect(ctx);
+	json_object *job = NULL;
+	rc = cmd_call(ctx, c, "build.get", id_params(ctx->argv[optind]), &job);
+	sb_client_close(c);
+	if (rc != 0)
+		return rc;
+	if (ctx->json)
+		cmd_print_json(job);
+	else
+		cmd_print_job(job);
+	json_object_put(job);
+	return 0;
+}
+
+static int cmd_wait_exec(struct cmd_ctx *ctx);
+const struct cmd_entry cmd_wait_entry = {
+	.name = "wait",
+	.usage = "wait [-o json] JOB",
+	.summary = "wait for a job to finish (exit 0 only if it succeeded)",
+	.exec = cmd_wait_exec,
+};
+
+static int cmd_wait_exec(struct cmd_ctx *ctx)
+{
+	int rc = job_opts(ctx, &cmd_wait_entry);
+	if (rc >= 0)
+		return rc;
+	if (optind != ctx->argc - 1)
+		return cmd_usage_error(&cmd_wait_entry, "give exactly one job id");
+	struct sb_client *c = cmd_connect(ctx);
+	json_object *res = NULL, *job = NULL;
+	rc = cmd_call(ctx, c, "build.wait", id_params(ctx->argv[optind]), &res);
+	sb_client_close(c);
+	if (rc != 0)
+		return rc;
+	json_object_object_get_ex(res, "job", &job);
+	if (ctx->json) {
+		cmd_print_json(job);
+	} else {
+		printf("%s %s", json_str(job, "id"), json_str(job, "state"));
+		if (*json_str(job, "snapshot_id"))
+			printf(" %s", json_str(job, "snapshot_id"));
+		if (*json_str(job, "error"))
+			printf(": %s", json_str(job, "error"));
+		printf("\n");
+	}
+	rc = strcmp(json_str(job, "state"), "succeeded") == 0 ? 0 : 1;
+	json_object_put(res);
+	return rc;
+}
+
+static int cmd_cancel_exec(struct cmd_ctx *ctx);
+const struct cmd_entry cmd_cancel_entry = {
+	.name = "cancel",
+	.usage = "cancel JOB...",
+	.summary = "cancel jobs (a running remote build is deleted on the builder)",
+	.exec = cmd_cancel_exec,
+};
+
+static int cmd_cancel_exec(struct cmd_ctx *ctx)
+{
+	int rc = job_opts(ctx, &cmd_cancel_entry);
+	if (rc >= 0)
+		return rc;
+	if (optind >= ctx->argc)
+		return cmd_usage_error(&cmd_cancel_entry, "give at least one job id");
+	struct sb_client *c = cmd_connect(ctx);
+	rc = 0;
+	for (int i = optind; i < ctx->argc; i++) {
+		json_object *job = NULL;
+		int r = cmd_call(ctx, c, "build.cancel", id_params(ctx->argv[i]), &job);
+		if (r == 0) {
+			if (ctx->json)
+				cmd_print_json(job);
+			else
+				printf("%s %s\n", json_str(job, "id"), json_str(job, "state"));
+		} else if (r > rc) {
+			rc = r;
+		}
+		json_object_put(job);
+	}
+	sb_client_close(c);
+	return rc;
+}
+
+static int cmd_retry_exec(struct cmd_ctx *ctx);
+const struct cmd_entry cmd_retry_entry = {
+	.name = "retry",
+	.usage = "retry [-o json] JOB",
+	.summary = "run a finished job again from its packed context (prints the new job id)",
+	.exec = cmd_retry_exec,
+};
+
+static int cmd_retry_exec(struct cmd_ctx *ctx)
+{
+	int rc = job_opts(ctx, &cmd_retry_entry);
+	if (rc >= 0)
+		return rc;
+	if (optind != ctx->argc - 1)
+		return cmd_usage_error(&cmd_retry_entry, "give exactly one job id");
+	struct sb_client *c = cmd_connect(ctx);
+	json_object *job = NULL;
+	rc = cmd_call(ctx, c, "build.retry", id_params(ctx->argv[optind]), &job);
+	sb_client_close(c);
+	if (rc != 0)
+		return rc;
+	if (ctx->json)
+		cmd_print_json(job);
+	else
+		printf("%s\n", json_str(job, "id"));
+	json_object_put(job);
+	return 0;
+}

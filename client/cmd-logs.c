@@ -1,0 +1,121 @@
+/*
+ * snapbuild logs [-f] JOB: a job's events from the start (or after --after SEQ),
+ * and with -f the live ones until the job ends.  --raw shows build lines as the
+ * builder sent them, colour codes included.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "cmd.h"
+#include "output.h"
+#include "util.h"
+
+static void notify_cb(void *arg, const char *method, json_object *params)
+{
+	if (strcmp(method, "build.event") == 0)
+		event_printer_print(arg, params);
+}
+
+static int cmd_logs_exec(struct cmd_ctx *ctx);
+
+const struct cmd_entry cmd_logs_entry = {
+	.name = "logs",
+	.alias = NULL,
+	.usage = "logs [-f|--follow] [--raw] [--after SEQ] JOB",
+	.summary = "show a job's log (and follow it live with -f)",
+	.exec = cmd_logs_exec,
+};
+
+static int cmd_logs_exec(struct cmd_ctx *ctx)
+{
+	static const struct option opts[] = {
+		{"follow", no_argument, NULL, 'f'}, {"raw", no_argument, NULL, 'r'},
+		{"after", required_argument, NULL, 'a'}, {"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+	};
+	bool follow = false, raw = false;
+	long long after = 0;
+	int opt;
+	optind = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, "fra:o:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			follow = true;
+			break;
+		case 'r':
+			raw = true;
+			break;
+		case 'a':
+			after = atoll(optarg);
+			break;
+		case 'o':
+			ctx->json = strcmp(optarg, "json") == 0;
+			break;
+		case 'h':
+			printf("usage: snapbuild %s\n\n%s\n", cmd_logs_entry.usage, cmd_logs_entry.summary);
+			return 0;
+		default:
+			return cmd_usage_error(&cmd_logs_entry, "unknown option");
+		}
+	}
+	if (optind != ctx->argc - 1)
+		return cmd_usage_error(&cmd_logs_entry, "give exactly one job id");
+	const char *id = ctx->argv[optind];
+	struct sb_client *c = cmd_connect(ctx);
+	struct event_printer *p = event_printer_new(
+		stdout, raw ? EVENT_STYLE_RAW
+			    : (isatty(STDOUT_FILENO) ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN));
+	int rc = 0;
+	if (follow) {
+		json_object *params = json_object_new_object();
+		json_object_object_add(params, "id", json_object_new_string(id));
+		json_object_object_add(params, "after_seq", json_object_new_int64(after));
+		json_object_object_add(params, "follow", json_object_new_boolean(1));
+		json_object *res = NULL;
+		struct sb_rpc_error rerr = {0};
+		char *err = NULL;
+		int crc = sb_client_call(c, "build.logs", params, -1, notify_cb, p, &res, &rerr, &err);
+		if (crc == SB_CALL_RPC_ERROR) {
+			fprintf(stderr, "snapbuild: %s\n", rerr.message);
+			rc = 1;
+		} else if (crc == SB_CALL_INTERRUPTED) {
+			rc = 130;
+		} else if (crc != SB_CALL_OK) {
+			fprintf(stderr, "snapbuild: %s\n", err);
+			rc = 3;
+		}
+		sb_rpc_error_clear(&rerr);
+		free(err);
+		json_object_put(res);
+	} else {
+		for (;;) {
+			json_object *params = json_object_new_object();
+			json_object_object_add(params, "id", json_object_new_string(id));
+			json_object_object_add(params, "after_seq", json_object_new_int64(after));
+			json_object *res = NULL;
+			rc = cmd_call(ctx, c, "build.logs", params, &res);
+			if (rc != 0)
+				break;
+			json_object *evs = NULL;
+			json_object_object_get_ex(res, "events", &evs);
+			for (size_t i = 0; i < json_object_array_length(evs); i++)
+				event_printer_print(p, json_object_array_get_idx(evs, i));
+			after = json_int(res, "last_seq");
+			bool more = false;
+			json_object *m = NULL;
+			if (json_object_object_get_ex(res, "more", &m))
+				more = json_object_get_boolean(m);
+			json_object_put(res);
+			if (!more)
+				break;
+		}
+	}
+	event_printer_free(p);
+	sb_client_close(c);
+	return rc;
+}

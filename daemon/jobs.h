@@ -1,0 +1,92 @@
+/*
+ * The job engine: one state machine for every build, the FIFO scheduler with its
+ * concurrency limit, per-job event lists (written to the store in batches and handed
+ * to watchers live), and recovery of unfinished jobs when the daemon starts.
+ *
+ * A job moves between states only through one function, which writes the new state
+ * (and whatever recovery needs: build id, snapshot id, cancel request) to the store
+ * before the side effect it announces.  The backends (remote builder, local engine)
+ * report back through callbacks on the loop thread.
+ *
+ * This layer knows nothing of JSON-RPC: methods subscribe with jobs_watch() and turn
+ * events into notifications themselves.
+ */
+#ifndef SNAPBUILD_JOBS_H
+#define SNAPBUILD_JOBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "store.h"
+
+struct daemon;
+struct jobs;
+struct job_watch;
+
+/* What a client asks for; the methods layer has validated every field. */
+struct job_request {
+	int dirfd; /* context directory (owned by the engine from submit on), or -1 */
+	const char *context_desc; /* shown to users: the client's path */
+	const char *image;        /* build FROM this image instead of a context */
+	const char *dockerfile;   /* relative to the context */
+	const char *alias;
+	const char *tags_json; /* JSON object text */
+	const char *build_args_json;
+	int64_t ttl;
+	const char *cache_key;
+	const char *backend;      /* "remote" | "local" */
+	const char *architecture; /* "amd64" | "arm64" */
+};
+
+struct jobs *jobs_new(struct daemon *d);
+/* Recovers unfinished jobs and starts scheduling.  -1 with *err on a store failure. */
+int jobs_start(struct jobs *js, char **err);
+/* Stops every backend (jobs stay in their durable state for the next start). */
+void jobs_free(struct jobs *js);
+
+/* New job in state "packing"; *out is a copy of its record.  Takes req->dirfd. */
+int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
+                struct store_job **out, char **err);
+/* New job from the spooled context of an earlier one. */
+int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gid,
+               struct store_job **out, char **err);
+
+enum jobs_cancel_result { JOBS_CANCEL_OK = 0, JOBS_CANCEL_FINISHED = 1, JOBS_CANCEL_ERROR = -1 };
+enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err);
+
+/* The freshest record of a job (running jobs from memory). 0 ok, 1 none, 2 ambiguous. */
+int jobs_get(struct jobs *js, const char *id_or_prefix, struct store_job **out, char **err);
+
+/* Stored events after after_seq, with any not yet written flushed first. */
+int jobs_events_after(struct jobs *js, const char *id, int64_t after_seq, int limit,
+                      struct store_event **out, size_t *n, char **err);
+
+struct job_watch_cbs {
+	/* A new event, in seq order, as it happens. */
+	void (*on_event)(void *arg, const char *job_id, const struct store_event *ev);
+	/* The job reached a terminal state; the watch is gone after this returns. */
+	void (*on_end)(void *arg, const struct store_job *job);
+};
+/* NULL when the job is not running (already terminal or unknown). */
+struct job_watch *jobs_watch(struct jobs *js, const char *id, const struct job_watch_cbs *cbs,
+                             void *arg);
+void jobs_unwatch(struct job_watch *w);
+
+/* Deletes terminal jobs finished before `before` (0 = all terminal) visible to uid
+ * (-1 = all), and spool files nothing refers to any more. */
+int jobs_prune(struct jobs *js, int64_t uid, double before, int64_t *deleted, char **err);
+
+/* True when no job is active (for idle exit). */
+bool jobs_idle(const struct jobs *js);
+int jobs_running(const struct jobs *js);
+
+/* The local engine found at start (name), or why none was. */
+bool jobs_local_engine(const struct jobs *js, const char **name, const char **error);
+
+/* Spool directory (<state_dir>/spool), for context.inspect --save. */
+const char *jobs_spool_dir(const struct jobs *js);
+
+bool job_state_terminal(const char *state);
+
+#endif

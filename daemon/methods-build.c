@@ -1,0 +1,840 @@
+/*
+ * The build.* methods: submit, get, list, logs (with follow), wait, cancel, retry,
+ * prune.  They validate what clients send, apply per-caller visibility (a caller
+ * that may not see a job is told it does not exist), and translate between JSON and
+ * the job engine (daemon/jobs.h).  Followers get stored events first, then live ones,
+ * as `build.event` notifications, so a late or reconnecting follower misses nothing
+ * and sees nothing twice.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "access.h"
+#include "api.h"
+#include "config.h"
+#include "daemon.h"
+#include "jobs.h"
+#include "methods.h"
+#include "protocol.h"
+#include "util.h"
+
+#define REPLAY_PAGE 500
+
+/* --- JSON of jobs and events ------------------------------------------------------- */
+
+static json_object *json_str_or_null(const char *s)
+{
+	return s ? json_object_new_string(s) : NULL;
+}
+
+static json_object *json_parse_object(const char *text)
+{
+	json_object *o = text ? json_tokener_parse(text) : NULL;
+	if (!json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		o = json_object_new_object();
+	}
+	return o;
+}
+
+static json_object *json_time(double t)
+{
+	return t > 0 ? json_object_new_double(t) : NULL;
+}
+
+json_object *methods_job_json(struct daemon *d, const struct store_job *j)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "id", json_object_new_string(j->id));
+	json_object_object_add(o, "state", json_object_new_string(j->state));
+	json_object_object_add(o, "backend", json_object_new_string(j->backend));
+	json_object_object_add(o, "architecture", json_object_new_string(j->architecture));
+	json_object_object_add(o, "context", json_str_or_null(j->context_desc));
+	json_object_object_add(o, "image", json_str_or_null(j->image));
+	json_object_object_add(o, "dockerfile", json_str_or_null(j->dockerfile));
+	json_object_object_add(o, "alias", json_str_or_null(j->alias));
+	json_object_object_add(o, "tags", json_parse_object(j->tags_json));
+	json_object_object_add(o, "build_args", json_parse_object(j->build_args_json));
+	json_object_object_add(o, "ttl", j->ttl ? json_object_new_int64(j->ttl) : NULL);
+	json_object_object_add(o, "cache_key", json_str_or_null(j->cache_key));
+	json_object_object_add(o, "image_name", json_str_or_null(j->image_name));
+	json_object *ctx = NULL;
+	if (j->spool_digest) {
+		ctx = json_object_new_object();
+		json_object_object_add(ctx, "sha256", json_object_new_string(j->spool_digest));
+		json_object_object_add(ctx, "bytes", json_object_new_int64(j->spool_size));
+		json_object_object_add(ctx, "files", json_object_new_int64(j->file_count));
+	}
+	json_object_object_add(o, "archive", ctx);
+	json_object_object_add(o, "build_id", json_str_or_null(j->build_id));
+	json_object_object_add(o, "image_ref", json_str_or_null(j->image_ref));
+	json_object_object_add(o, "snapshot_id", json_str_or_null(j->snapshot_id));
+	json_object_object_add(o, "error", json_str_or_null(j->error));
+	json_object_object_add(o, "hint", json_str_or_null(j->error_hint));
+	json_object_object_add(o, "retry_of", json_str_or_null(j->retry_of));
+	json_object_object_add(o, "cancel_requested", json_object_new_boolean(j->cancel_requested));
+	json_object_object_add(o, "uid", json_object_new_int64(j->uid));
+	json_object_object_add(o, "created_at", json_time(j->created_at));
+	json_object_object_add(o, "updated_at", json_time(j->updated_at));
+	json_object_object_add(o, "finished_at", json_time(j->finished_at));
+	json_object_object_add(o, "last_seq", json_object_new_int64(j->last_seq));
+	if (strcmp(j->state, "queued") == 0) {
+		int64_t pos = 0;
+		if (store_queue_position(d->store, j->id, &pos, NULL) == 0 && pos > 0)
+			json_object_object_add(o, "queue_position", json_object_new_int64(pos));
+	}
+	return o;
+}
+
+static json_object *event_json(const char *job_id, const struct store_event *ev)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "job_id", json_object_new_string(job_id));
+	json_object_object_add(o, "seq", json_object_new_int64(ev->seq));
+	json_object_object_add(o, "time", json_object_new_double(ev->time));
+	json_object_object_add(o, "kind", json_object_new_string(ev->kind));
+	json_object_object_add(o, "step", json_str_or_null(ev->step));
+	json_object_object_add(o, "text", json_object_new_string(ev->text ? ev->text : ""));
+	if (ev->data_json) {
+		json_object *data = json_parse_object(ev->data_json);
+		json_object_object_foreach(data, k, v)
+		{
+			if (!json_object_object_get_ex(o, k, NULL))
+				json_object_object_add(o, k, json_object_get(v));
+		}
+		json_object_put(data);
+	}
+	return o;
+}
+
+/* --- parameter checking ------------------------------------------------------------- */
+
+static bool invalid(struct rpc_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool invalid(struct rpc_call *call, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
+	free(msg);
+	return false;
+}
+
+/* params must be an object (or absent when allow_absent) holding only known keys. */
+static bool check_params(struct rpc_call *call, json_object *params, const char *const *known)
+{
+	if (params == NULL)
+		return true;
+	if (!json_object_is_type(params, json_type_object))
+		return invalid(call, "params must be an object");
+	json_object_object_foreach(params, key, val)
+	{
+		(void)val;
+		bool ok = false;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return invalid(call, "unknown parameter '%s'", key);
+	}
+	return true;
+}
+
+/* Optional string field; *out NULL when absent or null.  False after replying. */
+static bool get_string(struct rpc_call *call, json_object *params, const char *key,
+		       const char **out)
+{
+	json_object *v = NULL;
+	*out = NULL;
+	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_string))
+		return invalid(call, "'%s' must be a string", key);
+	*out = json_object_get_string(v);
+	return true;
+}
+
+static bool get_required_string(struct rpc_call *call, json_object *params, const char *key,
+				const char **out)
+{
+	if (!get_string(call, params, key, out))
+		return false;
+	if (*out == NULL || **out == '\0')
+		return invalid(call, "'%s' is required", key);
+	return true;
+}
+
+static bool get_int(struct rpc_call *call, json_object *params, const char *key, int64_t min,
+		    int64_t max, int64_t *out)
+{
+	json_object *v = NULL;
+	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_int))
+		return invalid(call, "'%s' must be an integer", key);
+	int64_t n = json_object_get_int64(v);
+	if (n < min || n > max)
+		return invalid(call, "'%s' must be between %lld and %lld", key, (long long)min,
+			       (long long)max);
+	*out = n;
+	return true;
+}
+
+static bool get_bool(struct rpc_call *call, json_object *params, const char *key, bool *out)
+{
+	json_object *v = NULL;
+	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_boolean))
+		return invalid(call, "'%s' must be true or false", key);
+	*out = json_object_get_boolean(v);
+	return true;
+}
+
+/* A string→string map, serialized for the store ("{}" when absent). */
+static bool get_string_map(struct rpc_call *call, json_object *params, const char *key,
+			   const char *reserved, char **out)
+{
+	json_object *v = NULL;
+	*out = NULL;
+	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL) {
+		*out = xstrdup("{}");
+		return true;
+	}
+	if (!json_object_is_type(v, json_type_object))
+		return invalid(call, "'%s' must be an object of strings", key);
+	json_object_object_foreach(v, k, val)
+	{
+		if (*k == '\0')
+			return invalid(call, "'%s' has an empty key", key);
+		if (!json_object_is_type(val, json_type_string))
+			return invalid(call, "'%s.%s' must be a string", key, k);
+		if (reserved && strcmp(k, reserved) == 0)
+			return invalid(call, "'%s.%s' is reserved for the daemon", key, k);
+	}
+	*out = xstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	return true;
+}
+
+/* tag, or namespace@tag: printable, no spaces, at most one '@' with text on both sides. */
+static bool alias_valid(const char *a)
+{
+	size_t n = strlen(a), ats = 0;
+	if (n == 0 || n > 255 || a[0] == '@' || a[n - 1] == '@')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a[i];
+		if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
+			return false;
+		ats += c == '@';
+	}
+	return ats <= 1;
+}
+
+/* Relative, inside the context: no absolute path, no '..' component escaping it. */
+static bool dockerfile_inside(const char *p)
+{
+	if (*p == '\0' || *p == '/')
+		return false;
+	int depth = 0;
+	const char *s = p;
+	while (*s) {
+		const char *e = strchrnul(s, '/');
+		size_t len = (size_t)(e - s);
+		if (len == 2 && s[0] == '.' && s[1] == '.') {
+			if (--depth < 0)
+				return false;
+		} else if (len > 0 && !(len == 1 && s[0] == '.')) {
+			depth++;
+		}
+		s = *e ? e + 1 : e;
+	}
+	return depth > 0;
+}
+
+static const char *host_architecture(void)
+{
+	struct utsname u;
+	if (uname(&u) == 0 && (strcmp(u.machine, "aarch64") == 0 || strcmp(u.machine, "arm64") == 0))
+		return "arm64";
+	return "amd64";
+}
+
+/* A job the caller may see, by id or unique prefix.  False after replying. */
+static bool lookup_job(struct rpc_call *call, const char *id, struct store_job **out)
+{
+	struct daemon *d = rpc_call_daemon(call);
+	char *err = NULL;
+	int rc = jobs_get(d->jobs, id, out, &err);
+	if (rc == 0 && !access_may_see(d->config, rpc_call_peer(call), (*out)->uid)) {
+		store_job_free(*out);
+		*out = NULL;
+		rc = 1;
+	}
+	if (rc == 0)
+		return true;
+	if (rc == 1) {
+		char *msg = xasprintf("no job '%s'", id);
+		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, msg, "list your jobs with: snapbuild jobs");
+		free(msg);
+	} else if (rc == 2) {
+		char *msg = xasprintf("job id prefix '%s' is ambiguous", id);
+		rpc_reply_error_hint(call, JSONRPC_INVALID_PARAMS, msg, "give more characters of the id");
+		free(msg);
+	} else {
+		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
+	}
+	free(err);
+	return false;
+}
+
+/* --- build.submit ---------------------------------------------------------------- */
+
+static void build_submit(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"context", "image", "dockerfile", "alias", "tags", "ttl",
+					    "cache_key", "build_args", "backend", "architecture", NULL};
+	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	int fd = rpc_call_take_fd(call);
+	char *tags = NULL, *build_args = NULL;
+	const char *context = NULL, *image = NULL, *dockerfile = NULL, *alias = NULL,
+		   *cache_key = NULL, *backend = NULL, *arch = NULL;
+	int64_t ttl = 0;
+
+	if (!check_params(call, params, known) || !get_string(call, params, "context", &context) ||
+	    !get_string(call, params, "image", &image) ||
+	    !get_string(call, params, "dockerfile", &dockerfile) ||
+	    !get_string(call, params, "alias", &alias) ||
+	    !get_string(call, params, "cache_key", &cache_key) ||
+	    !get_string(call, params, "backend", &backend) ||
+	    !get_string(call, params, "architecture", &arch) ||
+	    !get_int(call, params, "ttl", 1, INT32_MAX, &ttl) ||
+	    !get_string_map(call, params, "tags", "snapbuild.job", &tags) ||
+	    !get_string_map(call, params, "build_args", NULL, &build_args))
+		goto out;
+
+	if (image && (context || fd >= 0)) {
+		invalid(call, "'image' and 'context' exclude each other: give one");
+		goto out;
+	}
+	if (image && (*image == '\0' || strpbrk(image, " \t\r\n"))) {
+		invalid(call, "'image' must be an image reference such as debian:12");
+		goto out;
+	}
+	if (image && dockerfile) {
+		invalid(call, "'dockerfile' makes no sense with 'image'");
+		goto out;
+	}
+	if (!image && !context && fd < 0) {
+		invalid(call, "'context' is required (or 'image'): pass the context directory as a "
+			      "file descriptor with SCM_RIGHTS");
+		goto out;
+	}
+	if (dockerfile == NULL)
+		dockerfile = "Dockerfile";
+	if (!image && !dockerfile_inside(dockerfile)) {
+		invalid(call, "'dockerfile' must be a relative path inside the context, not '%s'",
+			dockerfile);
+		goto out;
+	}
+	if (alias && !alias_valid(alias)) {
+		invalid(call, "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
+			alias);
+		goto out;
+	}
+	if (cache_key && !api_cache_key_valid(cache_key)) {
+		invalid(call, "'cache_key' must be a lower-case path of letters, digits, '.', '_', "
+			      "'-' and '/', without a tag, at most 255 characters");
+		goto out;
+	}
+	if (backend == NULL)
+		backend = d->config->local_build ? "local" : "remote";
+	if (strcmp(backend, "remote") != 0 && strcmp(backend, "local") != 0) {
+		invalid(call, "'backend' must be \"remote\" or \"local\"");
+		goto out;
+	}
+	if (arch == NULL)
+		arch = strcmp(backend, "local") == 0 ? host_architecture() : d->config->remote_arch;
+	if (strcmp(arch, "amd64") != 0 && strcmp(arch, "arm64") != 0) {
+		invalid(call, "'architecture' must be \"amd64\" or \"arm64\"");
+		goto out;
+	}
+
+	if (!image && fd < 0) {
+		/* A plain path is read with the daemon's rights: only for its own user. */
+		if (peer->uid != geteuid()) {
+			rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
+					     "a context path is accepted only from the daemon's own user",
+					     "pass the directory as a file descriptor (SCM_RIGHTS), as "
+					     "the snapbuild CLI does");
+			goto out;
+		}
+		if (context[0] != '/') {
+			invalid(call, "'context' must be an absolute path");
+			goto out;
+		}
+		fd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			char *msg = xasprintf("cannot open context %s: %s", context, strerror(errno));
+			rpc_reply_error(call, SB_ERR_CONTEXT, msg, NULL);
+			free(msg);
+			goto out;
+		}
+	}
+	if (fd >= 0) {
+		struct stat st;
+		if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			rpc_reply_error_hint(call, SB_ERR_CONTEXT,
+					     "the file descriptor passed is not a directory",
+					     "pass the context directory, opened with O_DIRECTORY");
+			goto out;
+		}
+		if (fstatat(fd, dockerfile, &st, 0) != 0 || !S_ISREG(st.st_mode)) {
+			char *msg = xasprintf("no Dockerfile '%s' in the context", dockerfile);
+			rpc_reply_error_hint(call, SB_ERR_CONTEXT, msg,
+					     "give its path relative to the context with --dockerfile");
+			free(msg);
+			goto out;
+		}
+	}
+
+	struct job_request req = {
+		.dirfd = fd,
+		.context_desc = context,
+		.image = image,
+		.dockerfile = dockerfile,
+		.alias = alias,
+		.tags_json = tags,
+		.build_args_json = build_args,
+		.ttl = ttl,
+		.cache_key = cache_key,
+		.backend = backend,
+		.architecture = arch,
+	};
+	struct store_job *job = NULL;
+	char *err = NULL;
+	fd = -1; /* the engine owns it now, whatever happens */
+	if (jobs_submit(d->jobs, &req, peer->uid, peer->gid, &job, &err) != 0) {
+		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
+		free(err);
+		goto out;
+	}
+	rpc_reply(call, methods_job_json(d, job));
+	store_job_free(job);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(tags);
+	free(build_args);
+}
+
+/* --- build.get / build.list ------------------------------------------------------- */
+
+static void build_get(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	const char *id;
+	struct store_job *job = NULL;
+	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
+	    !lookup_job(call, id, &job))
+		return;
+	rpc_reply(call, methods_job_json(rpc_call_daemon(call), job));
+	store_job_free(job);
+}
+
+static bool state_known(const char *s)
+{
+	static const char *const states[] = {"packing", "queued", "uploading", "building", "pushing",
+					     "registering", "aliasing", "cancelling", "succeeded",
+					     "failed", "cancelled", NULL};
+	for (size_t i = 0; states[i]; i++)
+		if (strcmp(states[i], s) == 0)
+			return true;
+	return false;
+}
+
+static void build_list(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"state", "limit", "cursor", "all_users", NULL};
+	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	int64_t limit = 50;
+	const char *cursor = NULL;
+	bool all = false;
+	const char *states[16] = {0};
+	if (!check_params(call, params, known) || !get_int(call, params, "limit", 1, 1000, &limit) ||
+	    !get_string(call, params, "cursor", &cursor) || !get_bool(call, params, "all_users", &all))
+		return;
+	json_object *st = NULL;
+	if (params && json_object_object_get_ex(params, "state", &st) && st) {
+		size_t n = 0;
+		if (json_object_is_type(st, json_type_string)) {
+			states[n++] = json_object_get_string(st);
+		} else if (json_object_is_type(st, json_type_array) &&
+			   json_object_array_length(st) < 15) {
+			for (size_t i = 0; i < json_object_array_length(st); i++) {
+				json_object *e = json_object_array_get_idx(st, i);
+				if (!json_object_is_type(e, json_type_string)) {
+					invalid(call, "'state' must be a state name or a list of them");
+					return;
+				}
+				states[n++] = json_object_get_string(e);
+			}
+		} else {
+			invalid(call, "'state' must be a state name or a list of them");
+			return;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (!state_known(states[i])) {
+				invalid(call, "'state': unknown state '%s'", states[i]);
+				return;
+			}
+		}
+	}
+	struct store_job_filter f = {.uid = (int64_t)peer->uid, .limit = (int)limit + 1};
+	if (states[0])
+		f.states = states;
+	if (all || access_is_admin(d->config, peer)) {
+		if (all && !access_is_admin(d->config, peer)) {
+			rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
+					     "only root and the admin group may list all users' jobs",
+					     "leave out all_users to see your own jobs");
+			return;
+		}
+		f.uid = -1;
+	}
+	char id_buf[37] = "";
+	if (cursor) {
+		double t;
+		if (sscanf(cursor, "%lf/%36s", &t, id_buf) != 2) {
+			invalid(call, "'cursor' is not one this daemon handed out");
+			return;
+		}
+		f.before_created = t;
+		f.before_id = id_buf;
+	}
+	struct store_job **jobs = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	if (store_job_list(d->store, &f, &jobs, &n, &err) != 0) {
+		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
+		free(err);
+		return;
+	}
+	json_object *arr = json_object_new_array();
+	size_t shown = n > (size_t)limit ? (size_t)limit : n;
+	for (size_t i = 0; i < shown; i++) {
+		struct store_job *fresh = NULL;
+		if (!job_state_terminal(jobs[i]->state) &&
+		    jobs_get(d->jobs, jobs[i]->id, &fresh, NULL) == 0) {
+			json_object_array_add(arr, methods_job_json(d, fresh));
+			store_job_free(fresh);
+		} else {
+			json_object_array_add(arr, methods_job_json(d, jobs[i]));
+		}
+	}
+	json_object *res = json_object_new_object();
+	json_object_object_add(res, "jobs", arr);
+	json_object *next = NULL;
+	if (n > (size_t)limit) {
+		char *c = xasprintf("%.6f/%s", jobs[shown - 1]->created_at, jobs[shown - 1]->id);
+		next = json_object_new_string(c);
+		free(c);
+	}
+	json_object_object_add(res, "next_cursor", next);
+	store_job_array_free(jobs, n);
+	rpc_reply(call, res);
+}
+
+/* --- build.logs / build.wait: following a job -------------------------------------- */
+
+struct follow {
+	struct rpc_call *call;
+	struct daemon *d;
+	char id[37];
+	bool send_events; /* build.logs follow; build.wait only waits */
+	int64_t last_sent;
+	bool replaying;
+	bool ended;	/* the job reached a terminal state */
+	struct job_watch *watch;
+	struct event *tick;
+};
+
+static void follow_free(struct follow *f)
+{
+	jobs_unwatch(f->watch);
+	if (f->tick)
+		event_free(f->tick);
+	free(f);
+}
+
+static json_object *follow_answer(struct follow *f)
+{
+	struct store_job *job = NULL;
+	json_object *res = json_object_new_object();
+	if (jobs_get(f->d->jobs, f->id, &job, NULL) == 0) {
+		json_object_object_add(res, "job", methods_job_json(f->d, job));
+		store_job_free(job);
+	}
+	json_object_object_add(res, "last_seq", json_object_new_int64(f->last_sent));
+	return res;
+}
+
+static void follow_finish(struct follow *f)
+{
+	rpc_reply(f->call, follow_answer(f));
+	follow_free(f);
+}
+
+static bool follow_send(struct follow *f, const struct store_event *ev)
+{
+	if (ev->seq <= f->last_sent)
+		return true;
+	f->last_sent = ev->seq;
+	if (!f->send_events)
+		return true;
+	return rpc_notify(f->call, "build.event", event_json(f->id, ev));
+}
+
+static void follow_close_cb(struct rpc_call *call, void *arg)
+{
+	struct follow *f = arg;
+	rpc_reply_error(call, JSONRPC_INTERNAL_ERROR, "connection closed", NULL);
+	follow_free(f);
+}
+
+/* One page of stored events per loop turn, so other clients are served meanwhile. */
+static void follow_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct follow *f = arg;
+	struct store_event *evs = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	if (jobs_events_after(f->d->jobs, f->id, f->last_sent, REPLAY_PAGE, &evs, &n, &err) != 0) {
+		rpc_reply_error(f->call, SB_ERR_STORAGE, err, NULL);
+		free(err);
+		follow_free(f);
+		return;
+	}
+	bool ok = true;
+	for (size_t i = 0; i < n && ok; i++)
+		ok = follow_send(f, &evs[i]);
+	store_event_array_free(evs, n);
+	if (!ok)
+		return; /* the connection is gone: its close callback frees f */
+	if (n == REPLAY_PAGE) {
+		event_active(f->tick, 0, 0);
+		return;
+	}
+	f->replaying = false;
+	if (f->ended)
+		follow_finish(f);
+}
+
+static void follow_event_cb(void *arg, const char *job_id, const struct store_event *ev)
+{
+	(void)job_id;
+	struct follow *f = arg;
+	if (f->replaying)
+		return; /* the replay reads it from the store in order */
+	/* A failed send means the connection is gone: its close callback frees f. */
+	follow_send(f, ev);
+}
+
+static void follow_end_cb(void *arg, const struct store_job *job)
+{
+	(void)job;
+	struct follow *f = arg;
+	f->watch = NULL; /* the engine frees it */
+	f->ended = true;
+	if (!f->replaying) {
+		/* Whatever was not sent live (a dropped connection) is in the store. */
+		event_active(f->tick, 0, 0);
+		f->replaying = true;
+	}
+}
+
+static void follow_start(struct rpc_call *call, const struct store_job *job, int64_t after,
+			 bool send_events)
+{
+	static const struct job_watch_cbs cbs = {.on_event = follow_event_cb,
+						 .on_end = follow_end_cb};
+	struct follow *f = xcalloc(1, sizeof(*f));
+	f->call = call;
+	f->d = rpc_call_daemon(call);
+	memcpy(f->id, job->id, sizeof(f->id));
+	f->send_events = send_events;
+	f->last_sent = after;
+	f->replaying = true;
+	f->tick = event_new(f->d->base, -1, 0, follow_tick_cb, f);
+	f->watch = jobs_watch(f->d->jobs, job->id, &cbs, f);
+	f->ended = f->watch == NULL;
+	rpc_call_set_close_cb(call, follow_close_cb, f);
+	if (!send_events)
+		f->last_sent = job->last_seq;
+	if (send_events || f->ended)
+		event_active(f->tick, 0, 0);
+	else
+		f->replaying = false;
+}
+
+static void build_logs(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", "after_seq", "follow", "limit", NULL};
+	const char *id;
+	int64_t after = 0, limit = 10000;
+	bool follow = false;
+	struct store_job *job = NULL;
+	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
+	    !get_int(call, params, "after_seq", 0, INT64_MAX, &after) ||
+	    !get_int(call, params, "limit", 1, 100000, &limit) ||
+	    !get_bool(call, params, "follow", &follow) || !lookup_job(call, id, &job))
+		return;
+	if (follow) {
+		follow_start(call, job, after, true);
+		store_job_free(job);
+		return;
+	}
+	struct daemon *d = rpc_call_daemon(call);
+	struct store_event *evs = NULL;
+	size_t n = 0;
+	char *err = NULL;
+	if (jobs_events_after(d->jobs, job->id, after, (int)limit + 1, &evs, &n, &err) != 0) {
+		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
+		free(err);
+		store_job_free(job);
+		return;
+	}
+	size_t shown = n > (size_t)limit ? (size_t)limit : n;
+	json_object *arr = json_object_new_array();
+	for (size_t i = 0; i < shown; i++)
+		json_object_array_add(arr, event_json(job->id, &evs[i]));
+	json_object *res = json_object_new_object();
+	json_object_object_add(res, "events", arr);
+	json_object_object_add(res, "last_seq",
+			       json_object_new_int64(shown ? evs[shown - 1].seq : after));
+	json_object_object_add(res, "more", json_object_new_boolean(n > shown));
+	json_object_object_add(res, "job", methods_job_json(d, job));
+	store_event_array_free(evs, n);
+	store_job_free(job);
+	rpc_reply(call, res);
+}
+
+static void build_wait(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	const char *id;
+	struct store_job *job = NULL;
+	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
+	    !lookup_job(call, id, &job))
+		return;
+	follow_start(call, job, job->last_seq, false);
+	store_job_free(job);
+}
+
+/* --- build.cancel / build.retry / build.prune ------------------------------------- */
+
+static void build_cancel(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	struct daemon *d = rpc_call_daemon(call);
+	const char *id;
+	struct store_job *job = NULL;
+	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
+	    !lookup_job(call, id, &job))
+		return;
+	char *err = NULL;
+	enum jobs_cancel_result rc = jobs_cancel(d->jobs, job->id, &err);
+	if (rc == JOBS_CANCEL_FINISHED) {
+		char *msg = xasprintf("job %s has already %s", job->id, job->state);
+		rpc_reply_error_hint(call, SB_ERR_INVALID_STATE, msg,
+				     "only a job that has not finished can be cancelled");
+		free(msg);
+	} else if (rc == JOBS_CANCEL_ERROR) {
+		rpc_reply_error(call, JSONRPC_INTERNAL_ERROR, err, NULL);
+	} else {
+		store_job_free(job);
+		job = NULL;
+		if (jobs_get(d->jobs, id, &job, NULL) == 0)
+			rpc_reply(call, methods_job_json(d, job));
+		else
+			rpc_reply(call, NULL);
+	}
+	free(err);
+	store_job_free(job);
+}
+
+static void build_retry(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	const char *id;
+	struct store_job *job = NULL, *fresh = NULL;
+	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
+	    !lookup_job(call, id, &job))
+		return;
+	char *err = NULL;
+	if (!job_state_terminal(job->state)) {
+		char *msg = xasprintf("job %s is still %s", job->id, job->state);
+		rpc_reply_error_hint(call, SB_ERR_INVALID_STATE, msg,
+				     "wait for it to finish, or cancel it first");
+		free(msg);
+	} else if (jobs_retry(d->jobs, job, peer->uid, peer->gid, &fresh, &err) != 0) {
+		rpc_reply_error_hint(call, SB_ERR_CONTEXT, err, "submit the context again");
+	} else {
+		rpc_reply(call, methods_job_json(d, fresh));
+	}
+	free(err);
+	store_job_free(job);
+	store_job_free(fresh);
+}
+
+static void build_prune(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"older_than", "all_users", NULL};
+	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	int64_t older = 0, deleted = 0;
+	bool all = false;
+	if (!check_params(call, params, known) ||
+	    !get_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
+	    !get_bool(call, params, "all_users", &all))
+		return;
+	if (all && !access_is_admin(d->config, peer)) {
+		rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
+				     "only root and the admin group may prune all users' jobs",
+				     "leave out all_users to prune your own");
+		return;
+	}
+	char *err = NULL;
+	double before = older > 0 ? now_seconds() - (double)older : 0;
+	if (jobs_prune(d->jobs, all ? -1 : (int64_t)peer->uid, before, &deleted, &err) != 0) {
+		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
+		free(err);
+		return;
+	}
+	json_object *res = json_object_new_object();
+	json_object_object_add(res, "deleted", json_object_new_int64(deleted));
+	rpc_reply(call, res);
+}
+
+const struct rpc_method methods_build[] = {
+	{"build.submit", build_submit}, {"build.get", build_get},
+	{"build.list", build_list},	{"build.logs", build_logs},
+	{"build.wait", build_wait},	{"build.cancel", build_cancel},
+	{"build.retry", build_retry},	{"build.prune", build_prune},
+	{NULL, NULL},
+};
