@@ -30,7 +30,7 @@ size_t ansi_strip_buf(char *buf, size_t len)
 		kind = (unsigned char)buf[in++];
 		if (kind == '[') {
 			/* CSI: parameter and intermediate bytes, then one final byte. */
-			while (in < len && (unsigned char)buf[in] >= 0x20 &&
+			while (in < len && (unsigned char)buf[in] >= 0x30 &&
 			       (unsigned char)buf[in] <= 0x3f)
 				in++;
 			while (in < len && (unsigned char)buf[in] >= 0x20 &&
@@ -61,8 +61,10 @@ size_t ansi_strip_buf(char *buf, size_t len)
 			if (in < len && (unsigned char)buf[in] >= 0x30 &&
 			    (unsigned char)buf[in] <= 0x7e)
 				in++;
-		} else if (kind < 0x20)
-			in--; /* a control character is not part of the sequence: keep it */
+		} else if (kind < 0x20) {
+			/* A control character is not part of the sequence: keep it. */
+			in--;
+		}
 		/* Any other byte after ESC (ESC =, ESC 7, ESC M ...) is the whole sequence. */
 	}
 	return out;

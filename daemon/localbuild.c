@@ -482,7 +482,6 @@ static void localbuild_step_push(struct localbuild *lb)
 static void localbuild_step_rmi(struct localbuild *lb, char *outcome)
 {
 	struct engine_opts o = localbuild_engine_opts(lb);
-
 	char *err;
 
 	if (lb->keep_image || lb->cancelled) {

@@ -272,6 +272,8 @@ static void test_ansi_strip_function(void **state)
 	    {"tab\there", "tab\there"},
 	    {"cut\x1b[1", "cut"},
 	    {"esc\x1b", "esc"},
+	    {"ctl\x1b\tkept", "ctl\tkept"},
+	    {"\x1b[1;2 qcursor", "cursor"},
 	    {"keep\r\x1b[Kcr", "keep\rcr"},
 	    {"\x1b"
 	     "7saved\x1b"
