@@ -1467,37 +1467,75 @@ static int di_pattern_match(const struct di_pattern *pt, const char *s, size_t n
  * MatchesOrParentMatches: an error on the path itself is reported, errors on the
  * parents count as no match.  parent is filepath.Dir(path).
  */
-static int di_pattern_hits(const struct di_pattern *pt, const char *path, const char *parent)
-{
-	int m = di_pattern_match(pt, path, strlen(path));
-	size_t plen = strlen(parent);
+/* A path being judged, with its filepath.Dir. */
+struct di_query {
+	const char *path, *parent;
+	size_t len, plen;
+	char *owned;
+};
 
-	if (m != 0 || strcmp(parent, ".") == 0)
+static int di_pattern_hits(const struct di_pattern *pt, const struct di_query *q)
+{
+	int m = di_pattern_match(pt, q->path, q->len);
+
+	if (m != 0 || (q->plen == 1 && q->parent[0] == '.'))
 		return m;
-	for (size_t i = 0; i <= plen; i++) {
-		if (i == plen || parent[i] == '/') {
-			if (di_pattern_match(pt, parent, i) == 1)
+	for (size_t i = 0; i <= q->plen; i++) {
+		if (i == q->plen || q->parent[i] == '/') {
+			if (di_pattern_match(pt, q->parent, i) == 1)
 				return 1;
 		}
 	}
 	return 0;
 }
 
-/* filepath.Dir */
-static char *di_dir(const char *path)
+/* Canonical: no empty, "." or ".." element, no leading or trailing '/'. */
+static bool di_is_canonical(const char *path, size_t len)
 {
-	const char *slash = strrchr(path, '/');
+	size_t start = 0;
 
-	return di_clean(path, slash ? (size_t)(slash - path) + 1 : 0);
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		if (i == len || path[i] == '/') {
+			size_t n = i - start;
+
+			if (n == 0 || (n == 1 && path[start] == '.') ||
+			    (n == 2 && path[start] == '.' && path[start + 1] == '.'))
+				return false;
+			start = i + 1;
+		}
+	}
+	return true;
 }
 
-static bool di_is_root(const char *path)
+/*
+ * Prepare a query; false for the context root, which is never excluded.  The
+ * walker's paths are canonical and need no copy; others go through filepath.Clean.
+ */
+static bool di_query_init(struct di_query *q, const char *path)
 {
-	char *c = di_clean(path, strlen(path));
-	bool root = strcmp(c, ".") == 0;
+	size_t len = strlen(path);
+	const char *slash = strrchr(path, '/');
 
-	free(c);
-	return root;
+	q->path = path;
+	q->len = len;
+	q->owned = NULL;
+	if (di_is_canonical(path, len)) {
+		q->parent = slash ? path : ".";
+		q->plen = slash ? (size_t)(slash - path) : 1;
+		return true;
+	}
+	q->owned = di_clean(path, len);
+	if (strcmp(q->owned, ".") == 0) {
+		free(q->owned);
+		return false;
+	}
+	free(q->owned);
+	q->owned = di_clean(path, slash ? (size_t)(slash - path) + 1 : 0);
+	q->parent = q->owned;
+	q->plen = strlen(q->owned);
+	return true;
 }
 
 /* ---- the public interface ---- */
@@ -1575,20 +1613,19 @@ int dockerignore_excluded(const struct dockerignore *d, const char *path, bool *
                           char **err)
 {
 	bool matched = false;
-	char *parent;
+	struct di_query q;
 	int rc = 0;
 
 	*excluded = false;
-	if (d->npats == 0 || di_is_root(path))
+	if (d->npats == 0 || !di_query_init(&q, path))
 		return 0;
-	parent = di_dir(path);
 	for (size_t i = 0; i < d->npats; i++) {
 		const struct di_pattern *pt = &d->pats[i];
 		int hit;
 
 		if (pt->exclusion != matched)
 			continue;
-		hit = di_pattern_hits(pt, path, parent);
+		hit = di_pattern_hits(pt, &q);
 		if (hit < 0) {
 			*err =
 			    xasprintf(DI_BAD_GLOB ": \"%s%s\"", pt->exclusion ? "!" : "", pt->text);
@@ -1600,7 +1637,7 @@ int dockerignore_excluded(const struct dockerignore *d, const char *path, bool *
 	}
 	*excluded = matched;
 out:
-	free(parent);
+	free(q.owned);
 	return rc;
 }
 
@@ -1634,16 +1671,15 @@ static bool di_could_match_below(const struct di_pattern *pt, const char *dir)
 
 bool dockerignore_may_reinclude_below(const struct dockerignore *d, const char *dir)
 {
-	char *parent;
+	struct di_query q;
 	size_t last = 0;
 	bool found = false, may = false;
 
-	if (di_is_root(dir))
+	if (!di_query_init(&q, dir))
 		return true;
-	parent = di_dir(dir);
 	/* The last pattern hitting dir decides for dir; only later ones can differ below. */
 	for (size_t i = 0; i < d->npats; i++) {
-		int hit = di_pattern_hits(&d->pats[i], dir, parent);
+		int hit = di_pattern_hits(&d->pats[i], &q);
 
 		if (hit < 0) {
 			may = true;
@@ -1663,6 +1699,6 @@ bool dockerignore_may_reinclude_below(const struct dockerignore *d, const char *
 			may = di_could_match_below(&d->pats[i], dir);
 	}
 out:
-	free(parent);
+	free(q.owned);
 	return may;
 }

@@ -1,0 +1,1126 @@
+/*
+ * The context packer: the one module that knows libarchive, libdeflate and the
+ * SHA-256 of libcrypto.
+ *
+ * The walk reads each directory whole, sorts its entries so that a depth-first walk
+ * yields paths in byte order ("a.txt" before "a/b": a directory sorts as "name/"), and
+ * descends with openat(O_NOFOLLOW).  Symlinks are stored, never followed, so a link
+ * out of the context or a link loop costs nothing.  Types are checked with fstatat
+ * before anything is opened, files are opened O_NONBLOCK|O_NOFOLLOW and checked again
+ * with fstat, so a FIFO is never read and a swapped entry is noticed.
+ *
+ * libarchive writes the tar into pack_gz, which cuts it into chunks of PACK_CHUNK
+ * bytes; worker threads compress each chunk into an independent gzip member, and the
+ * packing thread writes the members in order (helping to compress while it waits), so
+ * at most 2 x threads chunks are ever in memory.
+ */
+#include "pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <libdeflate.h>
+#include <openssl/evp.h>
+
+#include "dockerignore.h"
+#include "util.h"
+
+#define PACK_CHUNK         (1024 * 1024)
+#define PACK_READ_BUF      (256 * 1024)
+#define PACK_MAX_THREADS   16
+#define PACK_MAX_IGNORE    (16 * 1024 * 1024)
+#define PACK_MAX_LINKS     40
+#define PACK_DEFAULT_LEVEL 6
+#define PACK_NFORCED       6
+
+/* ---- parallel gzip: independent members, written in order ---- */
+
+enum pack_chunk_state { CHUNK_FREE, CHUNK_PENDING, CHUNK_BUSY, CHUNK_DONE };
+
+struct pack_chunk {
+	unsigned char *in, *out;
+	size_t inlen, outlen;
+	enum pack_chunk_state state;
+};
+
+struct pack_gz {
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv, done_cv;
+	struct pack_chunk *slots;
+	size_t nslots, out_cap;
+	uint64_t submitted, taken, written; /* chunk sequence numbers */
+	pthread_t *threads;
+	int nthreads, level;
+	bool stop;
+	struct libdeflate_compressor *own; /* the packing thread's, to help out */
+	int fd;
+	EVP_MD_CTX *sha;
+	uint64_t out_bytes;
+};
+
+static void pack_gz_compress(struct libdeflate_compressor *z, struct pack_chunk *ch, size_t cap)
+{
+	ch->outlen = libdeflate_gzip_compress(z, ch->in, ch->inlen, ch->out, cap);
+	if (ch->outlen == 0)
+		abort(); /* cannot happen: cap is libdeflate's own bound */
+}
+
+static void *pack_gz_thread(void *p)
+{
+	struct pack_gz *gz = p;
+	struct libdeflate_compressor *z = libdeflate_alloc_compressor(gz->level);
+
+	if (z == NULL)
+		abort();
+	pthread_mutex_lock(&gz->mu);
+	for (;;) {
+		struct pack_chunk *ch;
+
+		while (!gz->stop && gz->taken == gz->submitted)
+			pthread_cond_wait(&gz->work_cv, &gz->mu);
+		if (gz->stop)
+			break;
+		ch = &gz->slots[gz->taken++ % gz->nslots];
+		ch->state = CHUNK_BUSY;
+		pthread_mutex_unlock(&gz->mu);
+		pack_gz_compress(z, ch, gz->out_cap);
+		pthread_mutex_lock(&gz->mu);
+		ch->state = CHUNK_DONE;
+		pthread_cond_broadcast(&gz->done_cv);
+	}
+	pthread_mutex_unlock(&gz->mu);
+	libdeflate_free_compressor(z);
+	return NULL;
+}
+
+/* Output fd, or -1 to count and hash nothing (never used: inspect has no gzip). */
+static int pack_gz_start(struct pack_gz *gz, int nthreads, int level, int fd)
+{
+	memset(gz, 0, sizeof(*gz));
+	pthread_mutex_init(&gz->mu, NULL);
+	pthread_cond_init(&gz->work_cv, NULL);
+	pthread_cond_init(&gz->done_cv, NULL);
+	gz->level = level;
+	gz->fd = fd;
+	gz->own = libdeflate_alloc_compressor(level);
+	if (gz->own == NULL)
+		abort();
+	gz->out_cap = libdeflate_gzip_compress_bound(gz->own, PACK_CHUNK);
+	gz->nslots = 2 * (size_t)nthreads;
+	gz->slots = xcalloc(gz->nslots, sizeof(*gz->slots));
+	for (size_t i = 0; i < gz->nslots; i++) {
+		gz->slots[i].in = xmalloc(PACK_CHUNK);
+		gz->slots[i].out = xmalloc(gz->out_cap);
+	}
+	gz->sha = EVP_MD_CTX_new();
+	if (gz->sha == NULL || EVP_DigestInit_ex(gz->sha, EVP_sha256(), NULL) != 1)
+		abort();
+	gz->threads = xcalloc((size_t)nthreads, sizeof(*gz->threads));
+	for (int i = 0; i < nthreads; i++) {
+		int rc = pthread_create(&gz->threads[i], NULL, pack_gz_thread, gz);
+
+		if (rc != 0) {
+			errno = rc;
+			return -1;
+		}
+		gz->nthreads++;
+	}
+	return 0;
+}
+
+static int pack_write_all(int fd, const unsigned char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Write out the oldest chunk, compressing pending ones meanwhile.  -1 + errno. */
+static int pack_gz_write_oldest(struct pack_gz *gz)
+{
+	struct pack_chunk *ch = &gz->slots[gz->written % gz->nslots];
+	int rc = 0;
+
+	pthread_mutex_lock(&gz->mu);
+	while (ch->state != CHUNK_DONE) {
+		if (gz->taken < gz->submitted) {
+			struct pack_chunk *mine = &gz->slots[gz->taken++ % gz->nslots];
+
+			mine->state = CHUNK_BUSY;
+			pthread_mutex_unlock(&gz->mu);
+			pack_gz_compress(gz->own, mine, gz->out_cap);
+			pthread_mutex_lock(&gz->mu);
+			mine->state = CHUNK_DONE;
+			pthread_cond_broadcast(&gz->done_cv);
+			continue;
+		}
+		pthread_cond_wait(&gz->done_cv, &gz->mu);
+	}
+	pthread_mutex_unlock(&gz->mu);
+	if (pack_write_all(gz->fd, ch->out, ch->outlen) < 0)
+		rc = -1;
+	EVP_DigestUpdate(gz->sha, ch->out, ch->outlen);
+	gz->out_bytes += ch->outlen;
+	ch->inlen = 0;
+	ch->state = CHUNK_FREE;
+	gz->written++;
+	return rc;
+}
+
+static void pack_gz_submit(struct pack_gz *gz)
+{
+	pthread_mutex_lock(&gz->mu);
+	gz->slots[gz->submitted % gz->nslots].state = CHUNK_PENDING;
+	gz->submitted++;
+	pthread_cond_signal(&gz->work_cv);
+	pthread_mutex_unlock(&gz->mu);
+}
+
+static int pack_gz_write(struct pack_gz *gz, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+
+	while (len > 0) {
+		struct pack_chunk *ch = &gz->slots[gz->submitted % gz->nslots];
+		size_t n;
+
+		/* The slot still holds a chunk submitted nslots ago: write that first. */
+		while (ch->state != CHUNK_FREE) {
+			if (pack_gz_write_oldest(gz) < 0)
+				return -1;
+		}
+		n = PACK_CHUNK - ch->inlen;
+		if (n > len)
+			n = len;
+		memcpy(ch->in + ch->inlen, p, n);
+		ch->inlen += n;
+		p += n;
+		len -= n;
+		if (ch->inlen == PACK_CHUNK)
+			pack_gz_submit(gz);
+	}
+	return 0;
+}
+
+/* Submit the partial chunk and write everything out; the digest goes to hex. */
+static int pack_gz_finish(struct pack_gz *gz, char hex[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+
+	if (gz->slots[gz->submitted % gz->nslots].inlen > 0)
+		pack_gz_submit(gz);
+	while (gz->written < gz->submitted) {
+		if (pack_gz_write_oldest(gz) < 0)
+			return -1;
+	}
+	if (EVP_DigestFinal_ex(gz->sha, md, &mdlen) != 1 || mdlen != 32)
+		abort();
+	for (unsigned i = 0; i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	return 0;
+}
+
+static void pack_gz_stop(struct pack_gz *gz)
+{
+	pthread_mutex_lock(&gz->mu);
+	gz->stop = true;
+	pthread_cond_broadcast(&gz->work_cv);
+	pthread_mutex_unlock(&gz->mu);
+	for (int i = 0; i < gz->nthreads; i++)
+		pthread_join(gz->threads[i], NULL);
+	for (size_t i = 0; i < gz->nslots; i++) {
+		free(gz->slots[i].in);
+		free(gz->slots[i].out);
+	}
+	free(gz->slots);
+	free(gz->threads);
+	if (gz->own != NULL)
+		libdeflate_free_compressor(gz->own);
+	EVP_MD_CTX_free(gz->sha);
+	pthread_cond_destroy(&gz->work_cv);
+	pthread_cond_destroy(&gz->done_cv);
+	pthread_mutex_destroy(&gz->mu);
+}
+
+/* ---- the packing state ---- */
+
+struct pack_ctx {
+	const struct pack_options *o;
+	struct pack_result *r;
+	struct dockerignore *ign;
+	char *forced[PACK_NFORCED]; /* kept even when excluded: Dockerfile, ignore file */
+	size_t nforced;
+	struct archive *ar; /* NULL when inspecting */
+	struct archive_entry *entry;
+	struct pack_gz gz;
+	bool gz_started;
+	unsigned char *buf;
+	char *path; /* relative path of the entry at hand */
+	size_t plen, pcap;
+	size_t files_cap, excluded_cap;
+	struct timespec last_progress;
+};
+
+static bool pack_cancelled(struct pack_ctx *c)
+{
+	if (c->o->cancel == NULL || *c->o->cancel == 0)
+		return false;
+	if (c->r->status == PACK_OK)
+		c->r->status = PACK_CANCELLED;
+	return true;
+}
+
+static int pack_fail(struct pack_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Record the first error; returns -1 for the caller to pass up. */
+static int pack_fail(struct pack_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->r->status == PACK_OK) {
+		va_start(ap, fmt);
+		c->r->error = xvasprintf(fmt, ap);
+		va_end(ap);
+		c->r->status = PACK_ERROR;
+	}
+	return -1;
+}
+
+static void pack_warn(struct pack_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void pack_warn(struct pack_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	c->r->nwarnings++;
+	if (c->o->on_warning != NULL)
+		c->o->on_warning(c->o->arg, msg);
+	free(msg);
+}
+
+static void pack_progress(struct pack_ctx *c, bool force)
+{
+	struct timespec now;
+
+	if (c->o->on_progress == NULL)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!force && (now.tv_sec - c->last_progress.tv_sec) * 1000000000L +
+	                      (now.tv_nsec - c->last_progress.tv_nsec) <
+	                  100000000L)
+		return;
+	c->last_progress = now;
+	c->o->on_progress(c->o->arg, c->r->file_count, c->r->total_bytes);
+}
+
+/* Set the path at hand to <dir>/<name>, where dir is the first dlen bytes. */
+static void pack_path_set(struct pack_ctx *c, size_t dlen, const char *name)
+{
+	size_t nl = strlen(name), need = dlen + 1 + nl + 1;
+
+	if (need > c->pcap) {
+		c->pcap = need * 2;
+		c->path = xrealloc(c->path, c->pcap);
+	}
+	c->plen = dlen;
+	if (dlen > 0)
+		c->path[c->plen++] = '/';
+	memcpy(c->path + c->plen, name, nl + 1);
+	c->plen += nl;
+}
+
+static bool pack_is_forced(const struct pack_ctx *c, const char *path)
+{
+	for (size_t i = 0; i < c->nforced; i++) {
+		if (strcmp(c->forced[i], path) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool pack_is_forced_ancestor(const struct pack_ctx *c, const char *dir, size_t dlen)
+{
+	for (size_t i = 0; i < c->nforced; i++) {
+		if (strncmp(c->forced[i], dir, dlen) == 0 && c->forced[i][dlen] == '/')
+			return true;
+	}
+	return false;
+}
+
+static void pack_add_excluded(struct pack_ctx *c, bool dir)
+{
+	struct pack_result *r = c->r;
+
+	if (r->nexcluded == c->excluded_cap) {
+		c->excluded_cap = c->excluded_cap ? c->excluded_cap * 2 : 64;
+		r->excluded = xrealloc(r->excluded, c->excluded_cap * sizeof(*r->excluded));
+	}
+	r->excluded[r->nexcluded++] = xasprintf("./%s%s", c->path, dir ? "/" : "");
+}
+
+/* Count a stored entry: totals, the file list and the ten largest. */
+static void pack_account(struct pack_ctx *c, uint64_t size, unsigned mode, char type)
+{
+	struct pack_result *r = c->r;
+	size_t i;
+
+	r->file_count++;
+	r->total_bytes += size;
+	if (c->o->list_files) {
+		if (r->nfiles == c->files_cap) {
+			c->files_cap = c->files_cap ? c->files_cap * 2 : 256;
+			r->files = xrealloc(r->files, c->files_cap * sizeof(*r->files));
+		}
+		r->files[r->nfiles++] =
+		    (struct pack_file){xasprintf("./%s", c->path), size, mode, type};
+	}
+	if (type == 'f') {
+		size_t n = sizeof(r->largest) / sizeof(*r->largest);
+
+		for (i = r->nlargest; i > 0 && r->largest[i - 1].size < size; i--)
+			;
+		if (i < n) {
+			if (r->nlargest == n)
+				free(r->largest[n - 1].path);
+			else
+				r->nlargest++;
+			memmove(&r->largest[i + 1], &r->largest[i],
+			        (r->nlargest - 1 - i) * sizeof(*r->largest));
+			r->largest[i] =
+			    (struct pack_file){xasprintf("./%s", c->path), size, mode, type};
+		}
+	}
+	pack_progress(c, false);
+}
+
+static int pack_header(struct pack_ctx *c, const struct stat *st, uint64_t size, const char *link)
+{
+	struct archive_entry *e = c->entry;
+	char *name = xasprintf("./%s", c->path);
+	int rc;
+
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, name);
+	archive_entry_set_filetype(e, link ? AE_IFLNK : AE_IFREG);
+	archive_entry_set_perm(e, st->st_mode & 07777);
+	archive_entry_set_size(e, (la_int64_t)size);
+	archive_entry_set_mtime(e, st->st_mtim.tv_sec, 0);
+	archive_entry_set_uid(e, 0);
+	archive_entry_set_gid(e, 0);
+	if (link != NULL)
+		archive_entry_set_symlink(e, link);
+	rc = archive_write_header(c->ar, e);
+	free(name);
+	if (rc < ARCHIVE_WARN)
+		return pack_fail(c, "cannot archive ./%s: %s", c->path,
+		                 archive_error_string(c->ar));
+	return 0;
+}
+
+static int pack_data(struct pack_ctx *c, const void *p, size_t n)
+{
+	if (archive_write_data(c->ar, p, n) < 0)
+		return pack_fail(c, "cannot write the archive: %s", archive_error_string(c->ar));
+	return 0;
+}
+
+static const char *pack_type_name(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "FIFO";
+	if (S_ISSOCK(m))
+		return "socket";
+	if (S_ISCHR(m))
+		return "character device";
+	if (S_ISBLK(m))
+		return "block device";
+	return "special file";
+}
+
+/* Copy exactly size bytes of fd into the archive, padding or cutting if it changed. */
+static int pack_copy(struct pack_ctx *c, int fd, uint64_t size)
+{
+	uint64_t left = size;
+	char extra;
+	ssize_t n;
+
+	while (left > 0) {
+		size_t want = left < PACK_READ_BUF ? (size_t)left : PACK_READ_BUF;
+
+		if (pack_cancelled(c))
+			return -1;
+		n = read(fd, c->buf, want);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return pack_fail(c, "cannot read ./%s: %s", c->path, strerror(errno));
+		}
+		if (n == 0) {
+			pack_warn(c,
+			          "./%s shrank while being packed: padded with zeros to %llu bytes",
+			          c->path, (unsigned long long)size);
+			memset(c->buf, 0, PACK_READ_BUF);
+			while (left > 0) {
+				want = left < PACK_READ_BUF ? (size_t)left : PACK_READ_BUF;
+				if (pack_data(c, c->buf, want) < 0)
+					return -1;
+				left -= want;
+			}
+			return 0;
+		}
+		if (pack_data(c, c->buf, (size_t)n) < 0)
+			return -1;
+		left -= (uint64_t)n;
+	}
+	do
+		n = read(fd, &extra, 1);
+	while (n < 0 && errno == EINTR);
+	if (n > 0)
+		pack_warn(c, "./%s grew while being packed: stored its first %llu bytes", c->path,
+		          (unsigned long long)size);
+	return 0;
+}
+
+static int pack_file(struct pack_ctx *c, int dfd, const char *name)
+{
+	struct stat st;
+	int fd, rc = 0;
+
+	fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT) {
+			pack_warn(c, "skipped ./%s: it vanished while being packed", c->path);
+			return 0;
+		}
+		if (errno == ELOOP) {
+			pack_warn(c, "skipped ./%s: it changed type while being packed", c->path);
+			return 0;
+		}
+		return pack_fail(c, "cannot read ./%s: %s", c->path, strerror(errno));
+	}
+	if (fstat(fd, &st) < 0) {
+		rc = pack_fail(c, "cannot read ./%s: %s", c->path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		pack_warn(c, "skipped ./%s: it changed type while being packed", c->path);
+		goto out;
+	}
+	if (c->ar != NULL) {
+		rc = pack_header(c, &st, (uint64_t)st.st_size, NULL);
+		if (rc == 0)
+			rc = pack_copy(c, fd, (uint64_t)st.st_size);
+	}
+	if (rc == 0)
+		pack_account(c, (uint64_t)st.st_size, st.st_mode & 07777, 'f');
+out:
+	close(fd);
+	return rc;
+}
+
+static int pack_symlink(struct pack_ctx *c, int dfd, const char *name, const struct stat *st)
+{
+	char target[4097];
+	ssize_t n = readlinkat(dfd, name, target, sizeof(target));
+
+	if (n < 0) {
+		if (errno == ENOENT) {
+			pack_warn(c, "skipped ./%s: it vanished while being packed", c->path);
+			return 0;
+		}
+		if (errno == EINVAL) {
+			pack_warn(c, "skipped ./%s: it changed type while being packed", c->path);
+			return 0;
+		}
+		return pack_fail(c, "cannot read ./%s: %s", c->path, strerror(errno));
+	}
+	if ((size_t)n >= sizeof(target))
+		return pack_fail(c, "cannot read ./%s: symlink target too long", c->path);
+	target[n] = '\0';
+	if (c->ar != NULL && pack_header(c, st, 0, target) < 0)
+		return -1;
+	pack_account(c, 0, st->st_mode & 07777, 'l');
+	return 0;
+}
+
+/* A non-directory entry that is to be kept. */
+static int pack_entry(struct pack_ctx *c, int dfd, const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT) {
+			pack_warn(c, "skipped ./%s: it vanished while being packed", c->path);
+			return 0;
+		}
+		return pack_fail(c, "cannot read ./%s: %s", c->path, strerror(errno));
+	}
+	if (S_ISREG(st.st_mode))
+		return pack_file(c, dfd, name);
+	if (S_ISLNK(st.st_mode))
+		return pack_symlink(c, dfd, name, &st);
+	if (S_ISDIR(st.st_mode)) {
+		pack_warn(c, "skipped ./%s: it changed type while being packed", c->path);
+		return 0;
+	}
+	pack_warn(c, "skipped %s ./%s", pack_type_name(st.st_mode), c->path);
+	return 0;
+}
+
+/* "./dir" for messages about the directory being read, the root included. */
+static const char *pack_dir_name(const struct pack_ctx *c)
+{
+	return c->plen > 0 ? c->path : ".";
+}
+
+struct pack_dirent {
+	char *name;
+	size_t len;
+	bool is_dir;
+};
+
+/* Byte order of full paths: a directory compares as "name/". */
+static int pack_dirent_cmp(const void *x, const void *y)
+{
+	const struct pack_dirent *a = x, *b = y;
+
+	for (size_t i = 0;; i++) {
+		int ca = i < a->len                 ? (unsigned char)a->name[i]
+		         : i == a->len && a->is_dir ? '/'
+		                                    : -1;
+		int cb = i < b->len                 ? (unsigned char)b->name[i]
+		         : i == b->len && b->is_dir ? '/'
+		                                    : -1;
+
+		if (ca != cb)
+			return ca < cb ? -1 : 1;
+		if (ca < 0)
+			return 0;
+	}
+}
+
+/* Read a directory whole; dfd is consumed.  Returns the sorted entries or -1. */
+static int pack_read_dir(struct pack_ctx *c, int dfd, DIR **dirp, struct pack_dirent **out,
+                         size_t *nout)
+{
+	struct pack_dirent *ents = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d = fdopendir(dfd);
+
+	if (d == NULL) {
+		close(dfd);
+		return pack_fail(c, "cannot read ./%s: %s", pack_dir_name(c), strerror(errno));
+	}
+	for (;;) {
+		struct stat st;
+		bool is_dir;
+
+		errno = 0;
+		de = readdir(d);
+		if (de == NULL)
+			break;
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (de->d_type != DT_UNKNOWN) {
+			is_dir = de->d_type == DT_DIR;
+		} else if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+			is_dir = S_ISDIR(st.st_mode);
+		} else {
+			is_dir = false; /* vanished: pack_entry will say so */
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			ents = xrealloc(ents, cap * sizeof(*ents));
+		}
+		ents[n].name = xstrdup(de->d_name);
+		ents[n].len = strlen(de->d_name);
+		ents[n].is_dir = is_dir;
+		n++;
+	}
+	if (errno != 0) {
+		int e = errno;
+
+		for (size_t i = 0; i < n; i++)
+			free(ents[i].name);
+		free(ents);
+		closedir(d);
+		return pack_fail(c, "cannot read ./%s: %s", pack_dir_name(c), strerror(e));
+	}
+	if (n > 0)
+		qsort(ents, n, sizeof(*ents), pack_dirent_cmp);
+	*dirp = d;
+	*out = ents;
+	*nout = n;
+	return 0;
+}
+
+/* Walk the directory whose relative path is c->path (first dlen bytes); dfd consumed. */
+static int pack_walk(struct pack_ctx *c, int dfd, size_t dlen, int depth)
+{
+	struct pack_dirent *ents = NULL;
+	size_t n = 0, i;
+	DIR *d = NULL;
+	int rc;
+
+	rc = pack_read_dir(c, dfd, &d, &ents, &n);
+	for (i = 0; rc == 0 && i < n; i++) {
+		const char *name = ents[i].name;
+		bool excluded = false;
+		char *err = NULL;
+
+		if (pack_cancelled(c)) {
+			rc = -1;
+			break;
+		}
+		pack_path_set(c, dlen, name);
+		if (c->ign != NULL && !pack_is_forced(c, c->path) &&
+		    dockerignore_excluded(c->ign, c->path, &excluded, &err) < 0) {
+			rc = pack_fail(c, "invalid .dockerignore: %s", err);
+			free(err);
+			break;
+		}
+		if (ents[i].is_dir) {
+			int sub;
+
+			if (excluded && !pack_is_forced_ancestor(c, c->path, c->plen) &&
+			    !dockerignore_may_reinclude_below(c->ign, c->path)) {
+				pack_add_excluded(c, true);
+				continue;
+			}
+			if (depth + 1 > PACK_MAX_DEPTH) {
+				rc = pack_fail(
+				    c, "cannot pack ./%s: directories nested deeper than %d",
+				    c->path, PACK_MAX_DEPTH);
+				break;
+			}
+			sub =
+			    openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0) {
+				if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP)
+					pack_warn(c, "skipped ./%s: it changed while being packed",
+					          c->path);
+				else
+					rc = pack_fail(c, "cannot read ./%s: %s", c->path,
+					               strerror(errno));
+				continue;
+			}
+			rc = pack_walk(c, sub, c->plen, depth + 1);
+		} else if (excluded) {
+			pack_add_excluded(c, false);
+		} else {
+			rc = pack_entry(c, dirfd(d), name);
+		}
+	}
+	for (i = 0; i < n; i++)
+		free(ents[i].name);
+	free(ents);
+	if (d != NULL)
+		closedir(d);
+	return rc;
+}
+
+/* The walk from the context root, through a descriptor of our own (readdir moves it). */
+static int pack_walk_root(struct pack_ctx *c)
+{
+	int dfd = openat(c->o->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (dfd < 0)
+		return pack_fail(c, "cannot read the context: %s", strerror(errno));
+	return pack_walk(c, dfd, 0, 0);
+}
+
+/* ---- resolving paths inside the context (Dockerfile, ignore files) ---- */
+
+enum pack_resolve_rc { RESOLVE_OK = 0, RESOLVE_MISSING = -1, RESOLVE_OUTSIDE = -2 };
+
+/*
+ * Resolve path inside the context as the builder will, following symlinks (the last
+ * component only when follow_last) but refusing to leave the context: a ".." above
+ * the root or an absolute link target.  *out is the relative path of the entry
+ * reached and *st its lstat.  RESOLVE_MISSING leaves errno set.
+ */
+static int pack_resolve(int dirfd, const char *path, bool follow_last, char **out, struct stat *st)
+{
+	char *rest = xstrdup(path), *res = xstrdup("");
+	size_t pos = 0;
+	int links = 0, rc = RESOLVE_OK, err = 0;
+
+	for (;;) {
+		size_t len;
+		char *comp, *cand;
+		bool last;
+
+		while (rest[pos] == '/')
+			pos++;
+		if (rest[pos] == '\0')
+			break;
+		len = strcspn(rest + pos, "/");
+		comp = xstrndup(rest + pos, len);
+		pos += len;
+		last = rest[pos + strspn(rest + pos, "/")] == '\0';
+		if (strcmp(comp, ".") == 0) {
+			free(comp);
+			continue;
+		}
+		if (strcmp(comp, "..") == 0) {
+			char *slash = strrchr(res, '/');
+
+			free(comp);
+			if (res[0] == '\0') {
+				rc = RESOLVE_OUTSIDE;
+				break;
+			}
+			*(slash ? slash : res) = '\0';
+			continue;
+		}
+		cand = res[0] ? xasprintf("%s/%s", res, comp) : xstrdup(comp);
+		free(comp);
+		if (fstatat(dirfd, cand, st, AT_SYMLINK_NOFOLLOW) < 0) {
+			err = errno;
+			free(cand);
+			rc = RESOLVE_MISSING;
+			break;
+		}
+		if (S_ISLNK(st->st_mode) && (follow_last || !last)) {
+			char target[4097];
+			ssize_t n = readlinkat(dirfd, cand, target, sizeof(target) - 1);
+			char *nrest;
+
+			err = n < 0 ? errno : ELOOP;
+			free(cand);
+			if (n < 0 || ++links > PACK_MAX_LINKS) {
+				rc = RESOLVE_MISSING;
+				break;
+			}
+			target[n] = '\0';
+			if (target[0] == '/') {
+				rc = RESOLVE_OUTSIDE;
+				break;
+			}
+			nrest = xasprintf("%s/%s", target, rest + pos);
+			free(rest);
+			rest = nrest;
+			pos = 0;
+			continue;
+		}
+		free(res);
+		res = cand;
+	}
+	free(rest);
+	if (rc == RESOLVE_OK && res[0] == '\0') {
+		err = EISDIR;
+		rc = RESOLVE_MISSING;
+	}
+	if (rc == RESOLVE_OK && fstatat(dirfd, res, st, AT_SYMLINK_NOFOLLOW) < 0) {
+		err = errno;
+		rc = RESOLVE_MISSING;
+	}
+	if (rc != RESOLVE_OK) {
+		free(res);
+		res = NULL;
+	}
+	*out = res;
+	errno = err;
+	return rc;
+}
+
+static void pack_force(struct pack_ctx *c, char *path)
+{
+	if (pack_is_forced(c, path) || c->nforced == PACK_NFORCED)
+		free(path);
+	else
+		c->forced[c->nforced++] = path;
+}
+
+/* The Dockerfile must be a regular file inside the context; it is always kept. */
+static int pack_check_dockerfile(struct pack_ctx *c, const char *df)
+{
+	struct stat st;
+	char *real = NULL, *entry = NULL;
+	int rc;
+
+	if (df[0] == '\0' || df[0] == '/')
+		return pack_fail(c, "Dockerfile %s: must be a path relative to the context", df);
+	rc = pack_resolve(c->o->dirfd, df, true, &real, &st);
+	if (rc == RESOLVE_OUTSIDE)
+		return pack_fail(c, "Dockerfile %s is outside the context", df);
+	if (rc == RESOLVE_MISSING)
+		return pack_fail(c, "Dockerfile %s not found in the context: %s", df,
+		                 strerror(errno));
+	if (!S_ISREG(st.st_mode)) {
+		free(real);
+		return pack_fail(c, "Dockerfile %s is not a regular file", df);
+	}
+	pack_force(c, real);
+	if (pack_resolve(c->o->dirfd, df, false, &entry, &st) == RESOLVE_OK)
+		pack_force(c, entry);
+	return 0;
+}
+
+/*
+ * Load the ignore file: <Dockerfile>.dockerignore when it exists (BuildKit gives it
+ * precedence), else .dockerignore.  A missing file is no error; one that is not a
+ * regular file inside the context, or does not parse, is.
+ */
+static int pack_load_ignore(struct pack_ctx *c, const char *df)
+{
+	char *names[2] = {xasprintf("%s.dockerignore", df), xstrdup(".dockerignore")};
+	char *real = NULL, *entry = NULL, *text = NULL, *err = NULL;
+	const char *used = NULL;
+	struct stat st;
+	int fd = -1, rc = 0;
+	size_t len = 0;
+
+	for (int i = 0; i < 2 && used == NULL; i++) {
+		int r = pack_resolve(c->o->dirfd, names[i], true, &real, &st);
+
+		if (r == RESOLVE_MISSING && (errno == ENOENT || errno == ENOTDIR))
+			continue;
+		used = names[i];
+		if (r == RESOLVE_OUTSIDE) {
+			rc = pack_fail(c, "./%s leads outside the context", used);
+			goto out;
+		}
+		if (r == RESOLVE_MISSING || !S_ISREG(st.st_mode)) {
+			rc = pack_fail(c, "cannot read ./%s: %s", used,
+			               r == RESOLVE_MISSING ? strerror(errno)
+			                                    : "not a regular file");
+			goto out;
+		}
+	}
+	if (used == NULL)
+		goto out;
+	fd = openat(c->o->dirfd, real, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		rc = pack_fail(c, "cannot read ./%s: %s", used, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size > PACK_MAX_IGNORE) {
+		rc = pack_fail(c, "cannot read ./%s: %s", used,
+		               S_ISREG(st.st_mode) ? "too large" : "not a regular file");
+		goto out;
+	}
+	text = xmalloc((size_t)st.st_size + 1);
+	while (len < (size_t)st.st_size) {
+		ssize_t n = read(fd, text + len, (size_t)st.st_size - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = pack_fail(c, "cannot read ./%s: %s", used, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	c->ign = dockerignore_parse(text, len, &err);
+	if (c->ign == NULL) {
+		rc = pack_fail(c, "invalid ./%s: %s", used, err);
+		goto out;
+	}
+	pack_force(c, xstrdup(real));
+	if (pack_resolve(c->o->dirfd, used, false, &entry, &st) == RESOLVE_OK)
+		pack_force(c, entry);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(err);
+	free(text);
+	free(real);
+	free(names[0]);
+	free(names[1]);
+	return rc;
+}
+
+/* ---- the archive ---- */
+
+static la_ssize_t pack_ar_write_cb(struct archive *a, void *p, const void *buf, size_t len)
+{
+	struct pack_ctx *c = p;
+
+	if (pack_gz_write(&c->gz, buf, len) < 0) {
+		archive_set_error(a, errno, "%s", strerror(errno));
+		return -1;
+	}
+	return (la_ssize_t)len;
+}
+
+static int pack_ar_open(struct pack_ctx *c)
+{
+	c->ar = archive_write_new();
+	c->entry = archive_entry_new();
+	if (c->ar == NULL || c->entry == NULL)
+		abort();
+	/* pax only when ustar cannot say it (long paths, big files), 10 KiB blocks. */
+	if (archive_write_set_format_pax_restricted(c->ar) != ARCHIVE_OK ||
+	    archive_write_add_filter_none(c->ar) != ARCHIVE_OK ||
+	    archive_write_set_bytes_per_block(c->ar, 10240) != ARCHIVE_OK ||
+	    archive_write_open(c->ar, c, NULL, pack_ar_write_cb, NULL) != ARCHIVE_OK)
+		return pack_fail(c, "cannot start the archive: %s", archive_error_string(c->ar));
+	return 0;
+}
+
+static int pack_threads(const struct pack_options *o)
+{
+	long n = o->threads > 0 ? o->threads : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	return n > PACK_MAX_THREADS ? PACK_MAX_THREADS : (int)n;
+}
+
+/* Write the archive to a temporary file in out_dir, then rename it to its digest. */
+static void pack_spool(struct pack_ctx *c)
+{
+	const struct pack_options *o = c->o;
+	struct pack_result *r = c->r;
+	char *tmp = xasprintf("%s/.pack-XXXXXX", o->out_dir), *final = NULL;
+	int fd, dfd = -1, level = o->level ? o->level : PACK_DEFAULT_LEVEL;
+	bool done = false;
+
+	if (level < 0 || level > 12) {
+		pack_fail(c, "invalid compression level %d", o->level);
+		free(tmp);
+		return;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		pack_fail(c, "cannot create a spool file in %s: %s", o->out_dir, strerror(errno));
+		free(tmp);
+		return;
+	}
+	if (pack_gz_start(&c->gz, pack_threads(o), level, fd) < 0) {
+		pack_fail(c, "cannot start compression threads: %s", strerror(errno));
+		goto out;
+	}
+	c->gz_started = true;
+	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0)
+		goto out;
+	if (archive_write_close(c->ar) != ARCHIVE_OK) {
+		pack_fail(c, "cannot write the archive: %s", archive_error_string(c->ar));
+		goto out;
+	}
+	if (pack_gz_finish(&c->gz, r->sha256) < 0 || fsync(fd) < 0) {
+		pack_fail(c, "cannot write the spool file %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	final = xasprintf("%s/%s.tar.gz", o->out_dir, r->sha256);
+	if (rename(tmp, final) < 0) {
+		pack_fail(c, "cannot rename the spool file to %s: %s", final, strerror(errno));
+		goto out;
+	}
+	done = true;
+	/* The rename must survive a crash too: the job will point at this name. */
+	dfd = open(o->out_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		pack_fail(c, "cannot sync %s: %s", o->out_dir, strerror(errno));
+		unlink(final);
+		goto out;
+	}
+	r->archive_path = final;
+	final = NULL;
+	r->archive_size = c->gz.out_bytes;
+out:
+	if (!done)
+		unlink(tmp);
+	if (dfd >= 0)
+		close(dfd);
+	close(fd);
+	free(final);
+	free(tmp);
+}
+
+void pack_run(const struct pack_options *o, struct pack_result *r)
+{
+	struct pack_ctx c = {.o = o, .r = r};
+	const char *df = o->dockerfile ? o->dockerfile : "Dockerfile";
+	/*
+	 * Names are bytes.  Under a UTF-8 LC_CTYPE (for this thread only) libarchive writes
+	 * UTF-8 names as they are and marks others hdrcharset=BINARY, whatever the
+	 * daemon's locale; the C locale would mark every non-ASCII name BINARY.
+	 */
+	locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+	locale_t old = utf8 != (locale_t)0 ? uselocale(utf8) : (locale_t)0;
+
+	memset(r, 0, sizeof(*r));
+	c.buf = xmalloc(PACK_READ_BUF);
+	clock_gettime(CLOCK_MONOTONIC, &c.last_progress);
+	if (pack_check_dockerfile(&c, df) < 0 || pack_load_ignore(&c, df) < 0)
+		goto out;
+	pack_force(&c, xstrdup(".dockerignore"));
+	if (o->out_dir != NULL)
+		pack_spool(&c);
+	else
+		pack_walk_root(&c);
+	if (r->status == PACK_OK)
+		pack_progress(&c, true);
+out:
+	if (c.ar != NULL)
+		archive_write_free(c.ar);
+	if (c.entry != NULL)
+		archive_entry_free(c.entry);
+	if (c.gz_started)
+		pack_gz_stop(&c.gz);
+	if (r->status == PACK_CANCELLED && r->error == NULL)
+		r->error = xstrdup("cancelled");
+	dockerignore_free(c.ign);
+	for (size_t i = 0; i < c.nforced; i++)
+		free(c.forced[i]);
+	free(c.path);
+	free(c.buf);
+	if (utf8 != (locale_t)0) {
+		uselocale(old);
+		freelocale(utf8);
+	}
+}
+
+static void pack_file_clear(struct pack_file *f)
+{
+	free(f->path);
+	f->path = NULL;
+}
+
+void pack_result_clear(struct pack_result *r)
+{
+	free(r->error);
+	free(r->archive_path);
+	for (size_t i = 0; i < r->nfiles; i++)
+		pack_file_clear(&r->files[i]);
+	free(r->files);
+	for (size_t i = 0; i < r->nlargest; i++)
+		pack_file_clear(&r->largest[i]);
+	for (size_t i = 0; i < r->nexcluded; i++)
+		free(r->excluded[i]);
+	free(r->excluded);
+	memset(r, 0, sizeof(*r));
+}
