@@ -8,10 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <systemd/sd-daemon.h>
-
 #include "log.h"
 #include "store.h"
+#include "systemd.h"
 #include "util.h"
 
 void daemon_status_update(struct daemon *d)
@@ -24,7 +23,7 @@ void daemon_status_update(struct daemon *d)
 		if (err != NULL)
 			log_warnx("status: %s", err);
 		free(err);
-		sd_notify(0, "STATUS=ready");
+		systemd_notify("STATUS=ready");
 		return;
 	}
 	int64_t active = n.packing + n.uploading + n.building + n.pushing + n.registering +
@@ -33,7 +32,7 @@ void daemon_status_update(struct daemon *d)
 	         "STATUS=%" PRId64 " queued, %" PRId64 " active, %" PRId64 " succeeded, %" PRId64
 	         " failed, %" PRId64 " cancelled",
 	         n.queued, active, n.succeeded, n.failed, n.cancelled);
-	sd_notify(0, buf);
+	systemd_notify(buf);
 }
 
 double daemon_uptime(const struct daemon *d)

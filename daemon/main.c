@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <systemd/sd-daemon.h>
 
 #include "api.h"
 #include "child.h"
@@ -30,6 +29,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "server.h"
+#include "systemd.h"
 #include "store.h"
 #include "util.h"
 #include "worker.h"
@@ -178,7 +178,7 @@ static void main_stop(struct main_state *ms, const char *why)
 		return;
 	d->stopping = true;
 	log_info("stopping (%s)", why);
-	sd_notify(0, "STOPPING=1");
+	systemd_notify("STOPPING=1");
 	server_stop_listening(d->server);
 	/* Followers' close callbacks let go of their jobs; jobs stop in main_shutdown. */
 	server_close_all(d->server);
@@ -195,7 +195,7 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		main_stop(ms, sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		return;
 	}
-	sd_notify(0, "RELOADING=1");
+	systemd_notify("RELOADING=1");
 	if (config_reload(ms->d->config, &err) < 0) {
 		log_warnx("configuration not reloaded: %s", err);
 		free(err);
@@ -204,7 +204,7 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		api_set_key(ms->d->api, ms->d->config->api_key);
 		log_info("configuration reloaded");
 	}
-	sd_notify(0, "READY=1");
+	systemd_notify("READY=1");
 	daemon_status_update(ms->d);
 }
 
@@ -213,7 +213,7 @@ static void main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	sd_notify(0, "WATCHDOG=1");
+	systemd_notify("WATCHDOG=1");
 }
 
 static bool main_busy(struct daemon *d)
@@ -272,7 +272,10 @@ static void main_ready(struct main_state *ms)
 	evsignal_add(ms->sigint, NULL);
 	evsignal_add(ms->sighup, NULL);
 
-	if (sd_watchdog_enabled(1, &usec) > 0 && usec > 0) {
+	usec = systemd_watchdog_usec();
+	unsetenv("WATCHDOG_USEC");
+	unsetenv("WATCHDOG_PID");
+	if (usec > 0) {
 		struct timeval tv = {(time_t)(usec / 2000000), (suseconds_t)((usec / 2) % 1000000)};
 		ms->watchdog = event_new(d->base, -1, EV_PERSIST, main_watchdog_cb, ms);
 		event_add(ms->watchdog, &tv);
@@ -283,7 +286,7 @@ static void main_ready(struct main_state *ms)
 
 	/* STATUS first, so whoever sees READY also has the queue summary. */
 	daemon_status_update(d);
-	sd_notify(0, "READY=1");
+	systemd_notify("READY=1");
 	log_info("ready in %.1f ms", (now_seconds() - d->started_at) * 1000);
 }
 

@@ -26,7 +26,6 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <systemd/sd-daemon.h>
 
 #include "config.h"
 #include "daemon.h"
@@ -35,6 +34,7 @@
 #include "log.h"
 #include "protocol.h"
 #include "rpc.h"
+#include "systemd.h"
 #include "util.h"
 
 #define SERVER_READ_SIZE       65536
@@ -649,15 +649,15 @@ fail:
 
 static int server_take_activated(struct server *s, int n, char **err)
 {
-	int fd = SD_LISTEN_FDS_START;
+	int fd = SYSTEMD_LISTEN_FDS_START;
 	struct sockaddr_un sun;
 	socklen_t len = sizeof(sun);
 
 	for (int i = 1; i < n; i++) {
 		log_warnx("socket activation passed %d sockets; using the first", n);
-		close(SD_LISTEN_FDS_START + i);
+		close(SYSTEMD_LISTEN_FDS_START + i);
 	}
-	if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+	if (!systemd_is_unix_listener(fd)) {
 		*err = xstrdup("the socket passed by systemd is not a listening AF_UNIX stream "
 		               "socket");
 		return -1;
@@ -682,11 +682,7 @@ int server_listen(struct server *s, char **err)
 	int n;
 
 	s->socket_path = xstrdup(s->d->config->socket_path);
-	n = sd_listen_fds(1);
-	if (n < 0) {
-		*err = xasprintf("socket activation: %s", strerror(-n));
-		return -1;
-	}
+	n = systemd_listen_fds();
 	if (n > 0) {
 		if (server_take_activated(s, n, err) < 0)
 			return -1;
