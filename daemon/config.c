@@ -84,6 +84,7 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->local_engine = xstrdup("auto");
 	cfg->socket_mode = 0600;
 	cfg->event_retention_days = 30;
+	cfg->stall_timeout_seconds = 120;
 	return cfg;
 }
 
@@ -105,6 +106,8 @@ void config_free(struct config *cfg)
 	free(cfg->socket_group);
 	free(cfg->admin_group);
 	free(cfg->tmp_dir);
+	free(cfg->local_engine_args);
+	free(cfg->local_isolation);
 	free(cfg->builder_url_override);
 	if (cfg->key_source_value != NULL)
 		explicit_bzero(cfg->key_source_value, strlen(cfg->key_source_value));
@@ -299,6 +302,16 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 		return config_parse_int(label, value, 0, 86400 * 365, &cfg->idle_exit_seconds, err);
 	if (strcmp(key, "event_retention_days") == 0)
 		return config_parse_int(label, value, 0, 36500, &cfg->event_retention_days, err);
+	if (strcmp(key, "stall_timeout_seconds") == 0)
+		return config_parse_int(label, value, 1, 86400, &cfg->stall_timeout_seconds, err);
+	if (strcmp(key, "local_engine_args") == 0) {
+		config_replace(&cfg->local_engine_args, *value ? value : NULL);
+		return 0;
+	}
+	if (strcmp(key, "local_isolation") == 0) {
+		config_replace(&cfg->local_isolation, *value ? value : NULL);
+		return 0;
+	}
 	if (strcmp(key, "socket_mode") == 0) {
 		char *end;
 		errno = 0;
@@ -747,6 +760,9 @@ int config_reload(struct config *cfg, char **err)
 	cfg->max_concurrent = fresh->max_concurrent;
 	cfg->idle_exit_seconds = fresh->idle_exit_seconds;
 	cfg->event_retention_days = fresh->event_retention_days;
+	cfg->stall_timeout_seconds = fresh->stall_timeout_seconds;
+	CONFIG_TAKE(local_engine_args);
+	CONFIG_TAKE(local_isolation);
 	config_free(fresh);
 	return 0;
 }

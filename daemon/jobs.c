@@ -702,7 +702,6 @@ static void status_done_cb(void *arg, const struct api_error *err, json_object *
 		return;
 	}
 	set_str(&j->rec->image_ref, json_object_get_string(ref));
-	job_log(j, "build", "image %s", j->rec->image_ref);
 	if (job_set_state(j, "registering") == 0)
 		register_start(j);
 }
@@ -926,6 +925,14 @@ static void credentials_done_cb(void *arg, const struct api_error *err, json_obj
 	}
 	char *path = spool_path(js, j->rec->spool_digest);
 	char *platform = xasprintf("linux/%s", j->rec->architecture);
+	/* Global engine options from the configuration, split on blanks. */
+	char *args_buf = xstrdup(js->d->config->local_engine_args ? js->d->config->local_engine_args : "");
+	const char *args[33];
+	size_t nargs = 0;
+	for (char *save = NULL, *tok = strtok_r(args_buf, " \t", &save); tok && nargs < 32;
+	     tok = strtok_r(NULL, " \t", &save))
+		args[nargs++] = tok;
+	args[nargs] = NULL;
 	const char *env_path = getenv("PATH");
 	struct localbuild_params params = {
 		.engine = js->engine,
@@ -939,7 +946,8 @@ static void credentials_done_cb(void *arg, const struct api_error *err, json_obj
 		.image_name = j->rec->image_name,
 		.tmp_root = js->tmp_root,
 		.path_env = env_path ? env_path : "/usr/local/bin:/usr/bin:/bin",
-		.extra_engine_args = NULL,
+		.extra_engine_args = args,
+		.isolation = js->d->config->local_isolation,
 		.tls_verify = !registry_is_loopback(json_object_get_string(r)),
 	};
 	static const struct localbuild_cbs cbs = {
@@ -949,6 +957,7 @@ static void credentials_done_cb(void *arg, const struct api_error *err, json_obj
 	};
 	job_log(j, "auth", "registry credentials issued for %s", json_object_get_string(r));
 	j->lb = localbuild_start(js->d->base, &params, &cbs, j);
+	free(args_buf);
 	free(platform);
 	free(path);
 }
@@ -982,7 +991,7 @@ struct jobs *jobs_new(struct daemon *d)
 	TAILQ_INIT(&js->queue);
 	js->sched_ev = event_new(d->base, -1, 0, jobs_sched_cb, js);
 	js->spool_dir = xasprintf("%s/spool", d->config->state_dir);
-	js->tmp_root = xasprintf("%s/tmp", d->config->state_dir);
+	js->tmp_root = xstrdup(d->config->tmp_dir);
 	return js;
 }
 
@@ -1126,7 +1135,7 @@ static void recover(struct jobs *js, struct store_job *rec)
 
 int jobs_start(struct jobs *js, char **err)
 {
-	if (mkdir_private(js->spool_dir, err) != 0 || mkdir_private(js->tmp_root, err) != 0)
+	if (mkdir_private(js->spool_dir, err) != 0)
 		return -1;
 	char *eerr = NULL;
 	js->have_engine = engine_detect(js->d->config->local_engine, getenv("PATH"), &js->engine,

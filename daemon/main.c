@@ -156,6 +156,7 @@ static void main_start_jobs(struct daemon *d)
 	if (d->http == NULL)
 		fatalx("cannot set up HTTP: %s", err);
 	d->api = api_new(d->http, d->config->base_url, d->config->builder_url, d->config->api_key);
+	api_set_stall_timeout(d->api, d->config->stall_timeout_seconds * 1000L);
 	d->jobs = jobs_new(d);
 	if (jobs_start(d->jobs, &err) < 0)
 		fatalx("cannot start the job engine: %s", err);
@@ -202,6 +203,7 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 	} else {
 		log_set_level(ms->d->config->log_level);
 		api_set_key(ms->d->api, ms->d->config->api_key);
+		api_set_stall_timeout(ms->d->api, ms->d->config->stall_timeout_seconds * 1000L);
 		log_info("configuration reloaded");
 	}
 	systemd_notify("READY=1");

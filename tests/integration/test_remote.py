@@ -1,0 +1,455 @@
+"""Remote builds end to end: snapbuildd + snapbuild-sim + the CLI.
+
+Each test starts its own simulator and daemon, submits real contexts (passed as a
+file descriptor, as the CLI does) and checks what the simulator received and
+registered, what the job records say and what followers saw.
+"""
+import json
+import os
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import unittest
+
+from harness import Conn, wait_for
+from simharness import API_KEY, Sim, wait_job
+
+DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\nRUN make -C /app\n"
+
+
+def write_tree(root, files):
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
+def submit(d, ctx, **params):
+    """build.submit with ctx passed as a directory fd; returns the answer object."""
+    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with d.conn() as c:
+            p = {"context": ctx}
+            p.update(params)
+            return c.call("build.submit", p, fds=[fd])
+    finally:
+        os.close(fd)
+
+
+def submit_ok(d, ctx, **params):
+    msg = submit(d, ctx, **params)
+    if "error" in msg:
+        raise AssertionError("build.submit failed: %r" % msg["error"])
+    return msg["result"]
+
+
+def follow(d, job_id, after=0):
+    """build.logs follow: returns (events, final answer)."""
+    events = []
+    with Conn(d.socket, timeout=60) as c:
+        ans = c.call("build.logs", {"id": job_id, "after_seq": after, "follow": True},
+                     on_notify=lambda m: events.append(m["params"]))
+    return events, ans
+
+
+def build_lines(events):
+    return [e["text"] for e in events if e["kind"] == "log" and e["step"] == "build"]
+
+
+class RemoteTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sbr-")
+        # Cleanups run last-in first-out: the tree goes after the daemons using it.
+        self.addCleanup(subprocess.run, ["rm", "-rf", self.tmp])
+        self.ctx = os.path.join(self.tmp, "app")
+        write_tree(self.ctx, {"Dockerfile": DOCKERFILE, "Makefile": b"all:\n\ttrue\n",
+                              "src/main.c": b"int main(void){return 0;}\n"})
+
+    def start(self, *sim_args, config="", log_interval_ms=2):
+        self.sim = Sim(*sim_args, log_interval_ms=log_interval_ms)
+        self.addCleanup(self.sim.stop)
+        self.d = self.sim.daemon(config=config, tmp=tempfile.mkdtemp(dir=self.tmp))
+        self.addCleanup(self.d.__exit__, None, None, None)
+        return self.d
+
+    # --- happy paths ---
+
+    def test_context_job_registers_snapshot_with_alias_and_tags(self):
+        d = self.start()
+        job = submit_ok(d, self.ctx, alias="app@v1", tags={"team": "core"}, ttl=3600,
+                        build_args={"MODE": "release"}, cache_key="apps/app")
+        self.assertEqual(job["state"], "packing")
+        job = wait_job(d, job["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        snaps = self.sim.snapshots()
+        self.assertEqual(len(snaps), 1)
+        s = snaps[0]
+        self.assertEqual(s["id"], job["snapshot_id"])
+        self.assertEqual(s["image"], job["image_ref"])
+        self.assertEqual(s["architecture"], "amd64")
+        self.assertEqual(s["ttl"], 3600)
+        self.assertEqual(s["tags"], {"team": "core", "snapbuild.job": job["id"]})
+        aliases = self.sim.sim("GET", "aliases")
+        aliases = aliases.get("aliases", aliases) if isinstance(aliases, dict) else aliases
+        self.assertEqual([(a["alias"], a["snapshot_id"]) for a in aliases],
+                         [("app@v1", job["snapshot_id"])])
+        b = self.sim.build(job["build_id"])
+        self.assertEqual(b["image_name"], job["image_name"])
+        self.assertRegex(job["image_name"], r"^image-[0-9a-f-]{36}:[0-9a-f-]{36}$")
+        self.assertEqual(b["dockerfile"], "Dockerfile")
+        self.assertEqual(json.loads(b["build_args"]), {"MODE": "release"})
+        self.assertEqual(b["nydus_convert"], "true")
+        self.assertEqual(b["cache_key"], "apps/app")
+        self.assertEqual(b["context"]["filename"], "context.tar.gz")
+        self.assertEqual(b["context"]["content_type"], "application/gzip")
+        # The registered image is exactly the builder's reference for this build.
+        self.assertTrue(job["image_ref"].endswith("/" + job["image_name"]))
+
+    def test_image_job_builds_from_one_line_dockerfile(self):
+        d = self.start()
+        with d.conn() as c:
+            job = c.result("build.submit", {"image": "docker.io/library/alpine:3.20"})
+        job = wait_job(d, job["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        b = self.sim.build(job["build_id"])
+        self.assertEqual(b["dockerfile_text"], "FROM docker.io/library/alpine:3.20\n")
+        self.assertEqual([f["path"] for f in b["files"]], ["./Dockerfile"])
+
+    def test_cache_key_omitted_when_unset(self):
+        d = self.start()
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        fields = self.sim.build(job["build_id"])["fields"]
+        names = [f["name"] if isinstance(f, dict) else f for f in fields]
+        self.assertNotIn("cache_key", names)
+        self.assertEqual(sorted(names),
+                         sorted(["image_name", "dockerfile", "build_args", "nydus_convert", "context"]))
+
+    def test_received_files_are_what_dockerignore_allows(self):
+        write_tree(self.ctx, {
+            ".dockerignore": b"node_modules\n*.log\n!keep.log\nsecret/\n",
+            "node_modules/a/index.js": b"x", "debug.log": b"x", "keep.log": b"k",
+            "secret/key.pem": b"k", "docs/readme.md": b"d",
+        })
+        os.symlink("src/main.c", os.path.join(self.ctx, "link"))
+        d = self.start()
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        files = self.sim.build(job["build_id"])["files"]
+        got = sorted(f["path"] for f in files if f["type"] != "dir")
+        self.assertEqual(got, ["./.dockerignore", "./Dockerfile", "./Makefile", "./docs/readme.md",
+                               "./keep.log", "./link", "./src/main.c"])
+        link = [f for f in files if f["path"] == "./link"][0]
+        self.assertEqual((link["type"], link["link"]), ("symlink", "src/main.c"))
+        self.assertTrue(all(f["uid"] == 0 and f["gid"] == 0 for f in files))
+
+    def test_cli_create_prints_only_the_snapshot_id_when_piped(self):
+        d = self.start()
+        r = d.cli("create", "--context", self.ctx, "--alias", "cli@v1", "--tag", "k=v", timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        snap = r.stdout.strip()
+        self.assertEqual([s["id"] for s in self.sim.snapshots()], [snap])
+        self.assertIn("==> building", r.stderr)
+        self.assertIn("#1 [internal] load build definition from Dockerfile", r.stderr)
+        jobs = json.loads(d.cli("jobs", "-o", "json").stdout)["jobs"]
+        self.assertEqual(jobs[0]["snapshot_id"], snap)
+        table = d.cli("jobs").stdout.splitlines()
+        self.assertEqual(table[0].split(), ["ID", "STATE", "BACKEND", "ALIAS", "SNAPSHOT", "AGE"])
+        self.assertIn("succeeded", table[1])
+
+    def test_cli_create_detach_and_wait(self):
+        d = self.start()
+        r = d.cli("create", "--context", self.ctx, "--detach")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        job_id = r.stdout.strip()
+        w = d.cli("wait", job_id[:8], timeout=60)
+        self.assertEqual(w.returncode, 0, w.stdout + w.stderr)
+        self.assertIn("succeeded", w.stdout)
+
+    # --- faults ---
+
+    def test_submit_503_then_success_is_retried(self):
+        d = self.start()
+        self.sim.faults(submit_fail={"count": 2, "status": 503})
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        posts = [r for r in self.sim.requests() if r["method"] == "POST" and r["path"] == "/builds"]
+        self.assertEqual([r["status"] for r in posts], [503, 503, 200])
+
+    def test_submit_429_honours_retry_after(self):
+        d = self.start()
+        self.sim.faults(submit_fail={"count": 1, "status": 429, "retry_after": 1})
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        posts = [r for r in self.sim.requests() if r["method"] == "POST" and r["path"] == "/builds"]
+        self.assertEqual([r["status"] for r in posts], [429, 200])
+
+    def test_submit_fails_after_three_attempts_with_hint(self):
+        d = self.start()
+        self.sim.faults(submit_fail={"count": 5, "status": 500})
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("uploading the context failed", job["error"])
+        self.assertTrue(job["hint"])
+        posts = [r for r in self.sim.requests() if r["method"] == "POST" and r["path"] == "/builds"]
+        self.assertEqual(len(posts), 3)
+
+    def test_log_404_while_scheduling_is_retried(self):
+        d = self.start()
+        self.sim.faults(logs_404=3)
+        job_id = submit_ok(d, self.ctx)["id"]
+        events, ans = follow(d, job_id)
+        self.assertEqual(ans["result"]["job"]["state"], "succeeded")
+        job = ans["result"]["job"]
+        logs = [r for r in self.sim.requests() if r["path"].endswith("/logs")]
+        self.assertEqual([r["status"] for r in logs][:4], [404, 404, 404, 200])
+        self.assertEqual(build_lines(events), self.expected_lines(job))
+
+    def expected_lines(self, job):
+        """The build's log as the simulator emitted it, from an SDK-like reader."""
+        import http.client
+        host, port = self.sim.addr.rsplit(":", 1)
+        c = http.client.HTTPConnection(host, int(port), timeout=30)
+        c.request("GET", "/builds/%s/logs" % job["build_id"],
+                  headers={"Authorization": "Bearer " + API_KEY, "Accept": "text/event-stream"})
+        body = c.getresponse().read().decode()
+        c.close()
+        lines = []
+        for block in body.split("\n\n"):
+            data = [l[6:] if l.startswith("data: ") else l[5:] for l in block.split("\n")
+                    if l.startswith("data:")]
+            if not data:
+                continue
+            text = "\n".join(data)
+            if text.startswith("{"):
+                continue
+            lines.append(strip_ansi(text))
+        return lines
+
+    def test_dropped_stream_resumes_without_duplicates(self):
+        d = self.start()
+        self.sim.faults(logs_drop_after={"events": 5, "count": 3})
+        job_id = submit_ok(d, self.ctx)["id"]
+        events, ans = follow(d, job_id)
+        job = ans["result"]["job"]
+        self.assertEqual(job["state"], "succeeded", job)
+        lines = build_lines(events)
+        self.assertEqual(lines, self.expected_lines(job))
+        seqs = [e["seq"] for e in events]
+        self.assertEqual(seqs, sorted(set(seqs)))
+        logs = [r for r in self.sim.requests() if r["path"].endswith("/logs")]
+        self.assertGreaterEqual(len(logs), 4)
+        # Reconnects resume after the last event the daemon stored.
+        self.assertTrue(any(r.get("last_event_id") for r in logs[1:]))
+
+    def test_stalled_stream_is_reconnected(self):
+        d = self.start(config="stall_timeout_seconds = 1\n")
+        self.sim.faults(logs_stall={"ms": 5000, "after": 3, "count": 1})
+        job_id = submit_ok(d, self.ctx)["id"]
+        events, ans = follow(d, job_id)
+        job = ans["result"]["job"]
+        self.assertEqual(job["state"], "succeeded", job)
+        self.assertEqual(build_lines(events), self.expected_lines(job))
+
+    def test_error_event_fails_the_job(self):
+        d = self.start()
+        write_tree(self.ctx, {"Dockerfile": b"FROM debian:12\nRUN false\n"})
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("RUN false", job["error"])
+        self.assertEqual(self.sim.snapshots(), [])
+
+    def test_missing_image_ref_fails_the_job(self):
+        d = self.start()
+        self.sim.faults(status_no_image_ref=True)
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("no image reference", job["error"])
+        self.assertEqual(self.sim.snapshots(), [])
+
+    def test_ambiguous_registration_makes_one_snapshot(self):
+        for mode in ("500", "drop"):
+            with self.subTest(mode=mode):
+                d = self.start()
+                self.sim.faults(register_commit_then={"mode": mode, "count": 1})
+                job = wait_job(d, submit_ok(d, self.ctx)["id"])
+                self.assertEqual(job["state"], "succeeded", job)
+                snaps = self.sim.snapshots()
+                self.assertEqual(len(snaps), 1, snaps)
+                self.assertEqual(snaps[0]["id"], job["snapshot_id"])
+
+    def test_unauthorized_key_fails_with_hint(self):
+        self.sim = Sim()
+        self.addCleanup(self.sim.stop)
+        from harness import Daemon, clean_env
+        d = Daemon(env=clean_env(TOGETHER_API_KEY="wrong-key", TOGETHER_BASE_URL=self.sim.url),
+                   tmp=tempfile.mkdtemp(dir=self.tmp))
+        self.addCleanup(d.__exit__, None, None, None)
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "failed")
+        self.assertIn("API key", job["hint"])
+
+    # --- cancel ---
+
+    def test_cancel_while_queued(self):
+        d = self.start(config="max_concurrent = 1\n")
+        self.sim.faults(hold="start")
+        first = submit_ok(d, self.ctx)["id"]
+        wait_job(d, first, states=("building",))
+        second = submit_ok(d, self.ctx)["id"]
+        j = wait_job(d, second, states=("queued",))
+        self.assertEqual(j["queue_position"], 1)
+        with d.conn() as c:
+            self.assertEqual(c.result("build.cancel", {"id": second})["state"], "cancelled")
+        with d.conn() as c:
+            self.assertEqual(c.result("build.cancel", {"id": first})["state"], "cancelling")
+        self.assertEqual(wait_job(d, first)["state"], "cancelled")
+        self.assertEqual(len(self.sim.builds()), 1)
+
+    def test_cancel_while_building_sends_delete(self):
+        d = self.start()
+        self.sim.faults(hold="end")
+        job_id = submit_ok(d, self.ctx)["id"]
+        job = wait_job(d, job_id, states=("building",))
+        wait_for(lambda: self.sim.build(job["build_id"]).get("held"), 30, "the build to be held")
+        r = d.cli("cancel", job_id)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        job = wait_job(d, job_id)
+        self.assertEqual(job["state"], "cancelled")
+        self.assertEqual([x["build_id"] for x in self.sim.deletes()], [job["build_id"]])
+        with d.conn() as c:
+            err = c.call("build.cancel", {"id": job_id})["error"]
+        self.assertEqual(err["code"], -32003)
+
+    def test_cancel_while_uploading(self):
+        d = self.start()
+        self.sim.faults(latency_ms=3000)
+        job_id = submit_ok(d, self.ctx)["id"]
+        wait_job(d, job_id, states=("uploading",))
+        with d.conn() as c:
+            c.result("build.cancel", {"id": job_id})
+        self.assertEqual(wait_job(d, job_id)["state"], "cancelled")
+        self.assertEqual(self.sim.snapshots(), [])
+
+    # --- followers ---
+
+    def test_two_followers_see_identical_sequences_and_replay_matches(self):
+        d = self.start(log_interval_ms=5)
+        job_id = submit_ok(d, self.ctx)["id"]
+        results = [None, None]
+
+        def run(i):
+            results[i] = follow(d, job_id)
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        a, b = results[0][0], results[1][0]
+        self.assertEqual([(e["seq"], e["text"]) for e in a], [(e["seq"], e["text"]) for e in b])
+        self.assertEqual([e["seq"] for e in a], list(range(1, len(a) + 1)))
+        replay, ans = follow(d, job_id)
+        self.assertEqual(replay, a)
+        # A follower that reconnects after seq N gets exactly the rest.
+        tail, _ = follow(d, job_id, after=10)
+        self.assertEqual(tail, a[10:])
+        plain = d.call("build.logs", {"id": job_id})
+        self.assertEqual(plain["events"], a)
+        self.assertFalse(plain["more"])
+
+    def test_logs_cli_replays_finished_job(self):
+        d = self.start()
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        r = d.cli("logs", job["id"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for line in self.expected_lines(job):
+            self.assertIn(line, r.stdout)
+
+    # --- contexts and params ---
+
+    def test_fifo_symlink_loop_and_unreadable_file(self):
+        os.mkfifo(os.path.join(self.ctx, "pipe"))
+        os.symlink("loop", os.path.join(self.ctx, "loop"))
+        d = self.start()
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        events = d.call("build.logs", {"id": job["id"]})["events"]
+        self.assertTrue(any(e["kind"] == "warning" and "pipe" in e["text"] for e in events))
+        paths = [f["path"] for f in self.sim.build(job["build_id"])["files"]]
+        self.assertNotIn("./pipe", paths)
+        self.assertIn("./loop", paths)
+
+        secret = os.path.join(self.ctx, "secret.key")
+        with open(secret, "w") as f:
+            f.write("k")
+        os.chmod(secret, 0)
+        # Packing runs as the daemon's user: as root the mode alone cannot stop it.
+        if os.geteuid() != 0:
+            job = wait_job(d, submit_ok(d, self.ctx)["id"])
+            self.assertEqual(job["state"], "failed")
+            self.assertIn("secret.key", job["error"])
+
+    def test_dockerfile_outside_context_is_refused(self):
+        d = self.start()
+        for bad in ("../Dockerfile", "/etc/passwd", "a/../../Dockerfile"):
+            err = submit(d, self.ctx, dockerfile=bad)["error"]
+            self.assertEqual(err["code"], -32602, bad)
+            self.assertIn("dockerfile", err["message"])
+        os.symlink("/etc/hostname", os.path.join(self.ctx, "Outside"))
+        job = submit(d, self.ctx, dockerfile="Outside")
+        if "error" not in job:
+            job = wait_job(d, job["result"]["id"])
+            self.assertEqual(job["state"], "failed")
+        self.assertEqual(self.sim.builds(), [])
+
+    def test_invalid_params_name_the_field(self):
+        d = self.start()
+        cases = {
+            "ttl": {"ttl": 0}, "tags": {"tags": {"a": 1}}, "cache_key": {"cache_key": "Bad:Tag"},
+            "backend": {"backend": "moon"}, "architecture": {"architecture": "mips"},
+            "alias": {"alias": "a b"}, "build_args": {"build_args": []}, "bogus": {"bogus": 1},
+        }
+        for field, p in cases.items():
+            err = submit(d, self.ctx, **p)["error"]
+            self.assertEqual(err["code"], -32602, field)
+            self.assertIn(field, err["message"])
+
+    def test_retry_reuses_the_packed_context(self):
+        d = self.start()
+        first = wait_job(d, submit_ok(d, self.ctx)["id"])
+        r = d.cli("retry", first["id"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        second = wait_job(d, r.stdout.strip())
+        self.assertEqual(second["state"], "succeeded")
+        self.assertEqual(second["retry_of"], first["id"])
+        self.assertEqual(second["archive"]["sha256"], first["archive"]["sha256"])
+        self.assertNotEqual(second["snapshot_id"], first["snapshot_id"])
+        p = d.cli("prune")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("deleted 2 jobs", p.stdout)
+        self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
+
+    def test_context_inspect_and_save_match_the_upload(self):
+        write_tree(self.ctx, {".dockerignore": b"*.tmp\n", "junk.tmp": b"x" * 100})
+        d = self.start()
+        out = os.path.join(self.tmp, "ctx.tar.gz")
+        r = d.cli("context", self.ctx, "--save", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("junk.tmp", r.stdout)
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        import urllib.request
+        with urllib.request.urlopen(self.sim.url + "/_sim/builds/%s/context" % job["build_id"]) as u:
+            uploaded = u.read()
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), uploaded)
+
+
+def strip_ansi(s):
+    import re
+    return re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", s)
+
+
+if __name__ == "__main__":
+    unittest.main()
