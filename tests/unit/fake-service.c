@@ -26,12 +26,68 @@ static void fake_die(const char *what)
 	abort();
 }
 
+/* Runs argv with stdout on a pipe and takes its first line as the listening address. */
+static void fake_spawn(struct fake_service *fs, char *const argv[])
+{
+	char line[128];
+	int out[2];
+	FILE *f;
+
+	if (pipe(out) < 0)
+		fake_die("pipe");
+	fs->pid = fork();
+	if (fs->pid < 0)
+		fake_die("fork");
+	if (fs->pid == 0) {
+		dup2(out[1], STDOUT_FILENO);
+		close(out[0]);
+		close(out[1]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(out[1]);
+	f = fdopen(out[0], "r");
+	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
+		fprintf(stderr, "fake-service: %s did not start\n", argv[0]);
+		abort();
+	}
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	fs->base_url = xasprintf("http://%s", line);
+}
+
+struct fake_service *sim_start(const char *api_key, const char *faults_json)
+{
+	const char *bin = getenv("SNAPBUILD_BIN_DIR");
+	struct fake_service *fs;
+	char *path;
+
+	if (bin == NULL)
+		return NULL;
+	path = xasprintf("%s/tests/sim/snapbuild-sim", bin);
+	if (access(path, X_OK) != 0) {
+		free(path);
+		return NULL;
+	}
+	fs = xcalloc(1, sizeof(*fs));
+	snprintf(fs->dir, sizeof(fs->dir), "/tmp/snapbuild-sim-XXXXXX");
+	if (mkdtemp(fs->dir) == NULL)
+		fake_die("mkdtemp");
+	/* the key goes through the environment, as the simulator recommends */
+	setenv("SNAPBUILD_SIM_API_KEY", api_key, 1);
+	fake_spawn(fs,
+	           (char *const[]){path, "--listen", "127.0.0.1:0", "--log-interval-ms", "2",
+	                           "--faults", (char *)(faults_json ? faults_json : "{}"), NULL});
+	unsetenv("SNAPBUILD_SIM_API_KEY");
+	free(path);
+	return fs;
+}
+
 struct fake_service *fake_service_start(const char *script_json)
 {
 	struct fake_service *fs = xcalloc(1, sizeof(*fs));
 	const char *src = getenv("SNAPBUILD_SOURCE_DIR");
-	char *script_path, *py, line[128];
-	int out[2];
+	char *script_path, *py;
 	FILE *f;
 
 	snprintf(fs->dir, sizeof(fs->dir), "/tmp/snapbuild-fake-XXXXXX");
@@ -53,28 +109,8 @@ struct fake_service *fake_service_start(const char *script_json)
 	}
 	py = xasprintf("%s/tests/integration/fake_service.py", src);
 
-	if (pipe(out) < 0)
-		fake_die("pipe");
-	fs->pid = fork();
-	if (fs->pid < 0)
-		fake_die("fork");
-	if (fs->pid == 0) {
-		dup2(out[1], STDOUT_FILENO);
-		close(out[0]);
-		close(out[1]);
-		execlp("python3", "python3", "-B", py, "--script", script_path, "--log",
-		       fs->log_path, (char *)NULL);
-		_exit(127);
-	}
-	close(out[1]);
-	f = fdopen(out[0], "r");
-	if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
-		fprintf(stderr, "fake-service: did not start\n");
-		abort();
-	}
-	fclose(f);
-	line[strcspn(line, "\r\n")] = '\0';
-	fs->base_url = xasprintf("http://%s", line);
+	fake_spawn(fs, (char *const[]){"python3", "-B", py, "--script", script_path, "--log",
+	                               fs->log_path, NULL});
 	free(script_path);
 	free(py);
 	return fs;

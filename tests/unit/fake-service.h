@@ -22,6 +22,9 @@ struct fake_service {
 
 /* Starts the service with a JSON script (see fake_service.py); aborts the test on failure. */
 struct fake_service *fake_service_start(const char *script_json);
+/* Starts $SNAPBUILD_BIN_DIR/tests/sim/snapbuild-sim (NULL when it is not built) with a
+ * fast build log and the given faults; stop it with fake_service_stop. */
+struct fake_service *sim_start(const char *api_key, const char *faults_json);
 void fake_service_stop(struct fake_service *fs);
 /* "http://127.0.0.1:PORT" + path, freshly allocated. */
 char *fake_service_url(const struct fake_service *fs, const char *path);

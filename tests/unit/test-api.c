@@ -34,7 +34,7 @@ struct ctx {
 	char *archive;
 };
 
-#define MAX_LINES 64
+#define MAX_LINES 256
 
 struct res {
 	bool done;
@@ -1121,6 +1121,107 @@ static void test_registry_credentials_and_mgmt_errors(void **state)
 	res_free(&e);
 }
 
+/* ---- against the simulator of the real service ---- */
+
+static void run_step(struct ctx *c, struct res *r)
+{
+	wait_done(c, r);
+	if (r->had_err)
+		fail_msg("%s (HTTP %ld)", r->message, r->status);
+}
+
+static void test_simulator_end_to_end_with_faults(void **state)
+{
+	struct ctx *c = *state;
+	struct res sub = {0}, logs = {0}, again = {0}, st = {0}, snap = {0}, alias = {0},
+	           found = {0}, seen = {0};
+	char dir[] = "/tmp/snapbuild-api-ctx-XXXXXX", *cmd, *dockerfile;
+	struct api_submit s = {.image_name = "image-e2e:1"};
+	struct api_timing t;
+	json_object *tags, *ctxinfo;
+	FILE *f;
+
+	c->fs =
+	    sim_start(KEY, "{\"submit_fail\": {\"count\": 1, \"status\": 503, \"retry_after\": 1},"
+	                   " \"logs_404\": 2, \"logs_drop_after\": {\"events\": 3, \"count\": 2}}");
+	if (c->fs == NULL)
+		skip();
+	c->api = api_new(c->http, c->fs->base_url, NULL, KEY);
+	api_get_timing(c->api, &t);
+	t.backoff_base_ms = 50;
+	t.follow_retry_ms = 50;
+	api_set_timing(c->api, &t);
+
+	assert_non_null(mkdtemp(dir));
+	dockerfile = xasprintf("%s/Dockerfile", dir);
+	f = fopen(dockerfile, "w");
+	fputs("FROM alpine:3.19\nRUN echo hello\nRUN make\n", f);
+	fclose(f);
+	c->archive = xasprintf("%s.tar.gz", dir);
+	cmd = xasprintf("tar -czf '%s' -C '%s' .", c->archive, dir);
+	assert_int_equal(system(cmd), 0);
+	s.archive_path = c->archive;
+
+	api_build_submit(c->api, &s, NULL, submit_done, &sub);
+	run_step(c, &sub);
+	logs.op = api_build_follow(c->api, sub.build_id, NULL, &follow_cbs, &logs);
+	run_step(c, &logs);
+	assert_true(logs.end_done);
+	assert_true(logs.nlines > 6);
+	assert_int_equal(logs.reconnects, 4);
+	api_build_status(c->api, sub.build_id, object_done, &st);
+	run_step(c, &st);
+	assert_non_null(jstr(st.obj, "image_ref"));
+
+	tags = json_object_new_object();
+	json_object_object_add(tags, "snapbuild.job", json_object_new_string("job-e2e"));
+	api_snapshot_create(c->api, jstr(st.obj, "image_ref"), "amd64", 0, tags, object_done,
+	                    &snap);
+	run_step(c, &snap);
+	api_snapshot_alias(c->api, jstr(snap.obj, "id"), "app@v1", confirm_done, &alias);
+	run_step(c, &alias);
+	api_snapshot_find_by_tag(c->api, "snapbuild.job", "job-e2e", object_done, &found);
+	run_step(c, &found);
+	assert_string_equal(jstr(found.obj, "id"), jstr(snap.obj, "id"));
+
+	/* the faults are used up: a clean read of the whole log equals what the faulty
+	 * one delivered, line for line, nothing lost and nothing twice */
+	again.op = api_build_follow(c->api, sub.build_id, NULL, &follow_cbs, &again);
+	run_step(c, &again);
+	assert_int_equal(again.reconnects, 0);
+	assert_int_equal(again.nlines, logs.nlines);
+	for (size_t i = 0; i < logs.nlines; i++) {
+		assert_string_equal(again.lines[i], logs.lines[i]);
+		assert_string_equal(again.ids[i], logs.ids[i]);
+	}
+
+	free(cmd);
+	cmd = xasprintf("/_sim/builds/%s", sub.build_id);
+	api_mgmt_call(c->api, "GET", cmd, NULL, true, mgmt_done, &seen);
+	run_step(c, &seen);
+	assert_string_equal(jstr(seen.obj, "nydus_convert"), "true");
+	assert_string_equal(jstr(seen.obj, "build_args"), "{}");
+	assert_string_equal(jstr(seen.obj, "dockerfile"), "Dockerfile");
+	assert_null(jstr(seen.obj, "cache_key"));
+	ctxinfo = json_object_object_get(seen.obj, "context");
+	assert_string_equal(jstr(ctxinfo, "filename"), "context.tar.gz");
+	assert_string_equal(jstr(ctxinfo, "content_type"), "application/gzip");
+
+	json_object_put(tags);
+	unlink(dockerfile);
+	rmdir(dir);
+	free(dockerfile);
+	free(cmd);
+	res_free(&sub);
+	res_free(&logs);
+	res_free(&again);
+	res_free(&st);
+	res_free(&snap);
+	res_free(&alias);
+	res_free(&found);
+	res_free(&seen);
+}
+
 static void test_free_with_operations_in_flight(void **state)
 {
 	struct ctx *c = *state;
@@ -1219,6 +1320,7 @@ int main(void)
 	    T(test_snapshot_find_by_tag),
 	    T(test_snapshot_alias_retried),
 	    T(test_registry_credentials_and_mgmt_errors),
+	    T(test_simulator_end_to_end_with_faults),
 	    T(test_free_with_operations_in_flight),
 	    T(test_key_never_logged),
 	};
