@@ -10,6 +10,7 @@
 extern const struct rpc_method methods_daemon[];
 extern const struct rpc_method methods_build[];
 extern const struct rpc_method methods_context[];
+extern const struct rpc_method methods_snapshot[];
 
 struct daemon;
 struct store_job;

@@ -24,6 +24,7 @@ static const struct rpc_method *const rpc_tables[] = {
     methods_daemon,
     methods_build,
     methods_context,
+    methods_snapshot,
 };
 
 struct rpc_batch {

@@ -1,0 +1,613 @@
+/*
+ * The snapshot.* methods: list, get, alias, unalias and retire Together snapshots
+ * through the management API with the daemon's credentials, so no user needs the
+ * API key.  Answers are the API's own objects, untouched; the API's failures become
+ * -32004 (or -32001 for 404) with its message, the HTTP status and a hint.
+ *
+ * Rights: whoever may connect to the socket may list and read every snapshot of the
+ * project.  Changing one (alias, unalias, retire) is for root, the admin group and
+ * the daemon's own user, or for the owner of the job that built it: the daemon tags
+ * each snapshot it registers with snapbuild.job=<job id>, so the snapshot itself
+ * says which job, and the job record says whose.  Checking that takes a GET first;
+ * privileged callers skip it when they name a snapshot by id.
+ *
+ * A call is a small chain of API requests (struct snap_req); each step's callback
+ * starts the next or answers.  A caller that goes away cancels the request in flight.
+ */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "access.h"
+#include "api.h"
+#include "config.h"
+#include "daemon.h"
+#include "jobs.h"
+#include "methods.h"
+#include "protocol.h"
+#include "util.h"
+
+#define SNAP_JOB_TAG "snapbuild.job"
+
+enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
+
+/* Where a chain of API requests stands. */
+enum snap_step {
+	SNAP_STEP_FETCH,  /* list or get: the one request */
+	SNAP_STEP_TARGET, /* read the snapshot named by 'id' (for its id and owner) */
+	SNAP_STEP_HOLDER, /* read the snapshot an alias points at now (404: none) */
+	SNAP_STEP_CHANGE, /* the change itself: alias, delete alias or retire */
+};
+
+struct snap_req {
+	struct rpc_call *call;
+	struct daemon *d;
+	enum snap_kind kind;
+	enum snap_step step;
+	struct api_op *op;
+	bool privileged;
+	char *path;        /* list/get: the request's path and query */
+	char *ref;         /* 'id' as given: a UUID or @alias */
+	char *alias;       /* alias/unalias: the alias */
+	char *snapshot_id; /* the target's id once known */
+	char *holder_id;   /* unalias: the snapshot the alias pointed at, if any */
+};
+
+static void snap_req_next(struct snap_req *r);
+
+/* --- helpers ------------------------------------------------------------------------ */
+
+static char *snap_escape(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char *out = xmalloc(strlen(s) * 3 + 1), *o = out;
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+			*o++ = (char)c;
+		} else {
+			*o++ = '%';
+			*o++ = hex[c >> 4];
+			*o++ = hex[c & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static bool snap_is_uuid(const char *s)
+{
+	if (strlen(s) != 36)
+		return false;
+	for (int i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return false;
+		} else if (!isxdigit((unsigned char)s[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* tag, or namespace@tag: printable, no spaces, at most one '@' with text on both sides
+ * (the rule build.submit applies to its alias). */
+static bool snap_alias_valid(const char *a)
+{
+	size_t n = strlen(a), ats = 0;
+
+	if (n == 0 || n > 255 || a[0] == '@' || a[n - 1] == '@')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a[i];
+		if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
+			return false;
+		ats += c == '@';
+	}
+	return ats <= 1;
+}
+
+/* "/v1/snapshots/<uuid>" or "/v1/snapshots/@<alias>" for a checked reference. */
+static char *snap_ref_path(const char *ref)
+{
+	char *esc = snap_escape(ref[0] == '@' ? ref + 1 : ref);
+	char *path = xasprintf("/v1/snapshots/%s%s", ref[0] == '@' ? "@" : "", esc);
+
+	free(esc);
+	return path;
+}
+
+static const char *snap_jstr(json_object *o, const char *key)
+{
+	json_object *v = NULL;
+
+	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* --- parameters --------------------------------------------------------------------- */
+
+static bool snap_invalid(struct rpc_call *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static bool snap_invalid(struct rpc_call *call, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
+	free(msg);
+	return false;
+}
+
+/* params: absent or an object holding only known keys.  False after replying. */
+static bool snap_check_params(struct rpc_call *call, json_object *params, const char *const *known)
+{
+	if (params == NULL)
+		return true;
+	if (!json_object_is_type(params, json_type_object))
+		return snap_invalid(call, "params must be an object");
+	json_object_object_foreach(params, key, val)
+	{
+		bool ok = false;
+		(void)val;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return snap_invalid(call, "unknown parameter '%.64s'", key);
+	}
+	return true;
+}
+
+/* The member, or NULL when absent or JSON null. */
+static json_object *snap_param(json_object *params, const char *key)
+{
+	json_object *v = NULL;
+
+	if (params == NULL || !json_object_object_get_ex(params, key, &v))
+		return NULL;
+	return v;
+}
+
+static bool snap_get_string(struct rpc_call *call, json_object *params, const char *key,
+                            bool required, const char **out)
+{
+	json_object *v = snap_param(params, key);
+
+	*out = NULL;
+	if (v != NULL && !json_object_is_type(v, json_type_string))
+		return snap_invalid(call, "'%s' must be a string", key);
+	if (v != NULL)
+		*out = json_object_get_string(v);
+	if (required && (*out == NULL || **out == '\0'))
+		return snap_invalid(call, "'%s' is required", key);
+	return true;
+}
+
+/* 'key' names a snapshot: its id (a UUID) or @alias. */
+static bool snap_get_ref(struct rpc_call *call, json_object *params, const char *key,
+                         const char **out)
+{
+	if (!snap_get_string(call, params, key, true, out))
+		return false;
+	if (snap_is_uuid(*out) || ((*out)[0] == '@' && snap_alias_valid(*out + 1)))
+		return true;
+	return snap_invalid(call, "'%s' must be a snapshot id (a UUID) or @alias, not '%.80s'", key,
+	                    *out);
+}
+
+static bool snap_get_alias(struct rpc_call *call, json_object *params, const char **out)
+{
+	if (!snap_get_string(call, params, "alias", true, out))
+		return false;
+	if (snap_alias_valid(*out))
+		return true;
+	return snap_invalid(call,
+	                    "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', "
+	                    "not '%.80s'",
+	                    *out);
+}
+
+/* --- requests ----------------------------------------------------------------------- */
+
+static void snap_req_close_cb(struct rpc_call *call, void *arg);
+
+static struct snap_req *snap_req_new(struct rpc_call *call, enum snap_kind kind)
+{
+	struct snap_req *r = xcalloc(1, sizeof(*r));
+	const struct rpc_peer *peer = rpc_call_peer(call);
+
+	r->call = call;
+	r->d = rpc_call_daemon(call);
+	r->kind = kind;
+	r->privileged = access_is_admin(r->d->config, peer) || peer->uid == geteuid();
+	rpc_call_set_close_cb(call, snap_req_close_cb, r);
+	return r;
+}
+
+static void snap_req_free(struct snap_req *r)
+{
+	free(r->path);
+	free(r->ref);
+	free(r->alias);
+	free(r->snapshot_id);
+	free(r->holder_id);
+	free(r);
+}
+
+static void snap_reply(struct snap_req *r, json_object *result)
+{
+	rpc_reply(r->call, result);
+	snap_req_free(r);
+}
+
+static void snap_reply_error(struct snap_req *r, int code, const char *message, const char *hint)
+{
+	rpc_reply_error_hint(r->call, code, message, hint);
+	snap_req_free(r);
+}
+
+/* The API's failure: its message, with {"status", "hint"} as data. */
+static void snap_reply_api_error(struct snap_req *r, const struct api_error *err)
+{
+	json_object *data = json_object_new_object();
+
+	json_object_object_add(data, "status", json_object_new_int64(err->status));
+	if (err->hint != NULL)
+		json_object_object_add(data, "hint", json_object_new_string(err->hint));
+	rpc_reply_error(r->call, err->status == 404 ? SB_ERR_NOT_FOUND : SB_ERR_UPSTREAM,
+	                err->message, data);
+	snap_req_free(r);
+}
+
+static void snap_req_close_cb(struct rpc_call *call, void *arg)
+{
+	struct snap_req *r = arg;
+
+	(void)call;
+	api_op_cancel(r->op);
+	r->op = NULL;
+	snap_reply_error(r, SB_ERR_BUSY, "the caller went away", NULL);
+}
+
+/* May this caller change snapshot s?  Only when privileged or when s was built by one
+ * of the caller's own jobs (still in the daemon's records). */
+static bool snap_may_change(struct snap_req *r, json_object *s)
+{
+	json_object *tags = NULL;
+	struct store_job *job = NULL;
+	const char *job_id;
+	bool owner;
+
+	if (r->privileged)
+		return true;
+	if (!json_object_object_get_ex(s, "tags", &tags) ||
+	    (job_id = snap_jstr(tags, SNAP_JOB_TAG)) == NULL || r->d->jobs == NULL ||
+	    jobs_get(r->d->jobs, job_id, &job, NULL) != 0)
+		return false;
+	/* exact: a tag naming only a prefix of someone's job id proves nothing */
+	owner = strcmp(job->id, job_id) == 0 && (int64_t)rpc_call_peer(r->call)->uid == job->uid;
+	store_job_free(job);
+	return owner;
+}
+
+static void snap_deny(struct snap_req *r, const char *id)
+{
+	char *msg = xasprintf("snapshot %s was not built by one of your jobs", id);
+
+	snap_reply_error(r, SB_ERR_PERMISSION_DENIED, msg,
+	                 "only root, the admin group, the daemon's own user and the owner of the "
+	                 "job that built a snapshot may change it or its aliases");
+	free(msg);
+}
+
+/* Checks a snapshot object from the API; false after answering. */
+static bool snap_check_snapshot(struct snap_req *r, json_object *s)
+{
+	if (snap_jstr(s, "id") != NULL)
+		return true;
+	snap_reply_error(r, SB_ERR_UPSTREAM, "the API answered without a snapshot object", NULL);
+	return false;
+}
+
+static void snap_done_cb(void *arg, const struct api_error *err, long status, json_object *body)
+{
+	struct snap_req *r = arg;
+	json_object *data = NULL, *res;
+
+	r->op = NULL;
+	if (err != NULL && r->step == SNAP_STEP_HOLDER && status == 404) {
+		/* an alias nobody holds yet */
+		r->step = SNAP_STEP_CHANGE;
+		snap_req_next(r);
+		return;
+	}
+	if (err != NULL) {
+		snap_reply_api_error(r, err);
+		return;
+	}
+	switch (r->step) {
+	case SNAP_STEP_FETCH:
+		if (r->kind == SNAP_LIST && (!json_object_object_get_ex(body, "data", &data) ||
+		                             !json_object_is_type(data, json_type_array))) {
+			snap_reply_error(r, SB_ERR_UPSTREAM,
+			                 "the API answered without a snapshot page", NULL);
+			return;
+		}
+		if (r->kind == SNAP_GET && !snap_check_snapshot(r, body))
+			return;
+		snap_reply(r, json_object_get(body));
+		return;
+	case SNAP_STEP_TARGET:
+		if (!snap_check_snapshot(r, body))
+			return;
+		r->snapshot_id = xstrdup(snap_jstr(body, "id"));
+		if (!snap_may_change(r, body)) {
+			snap_deny(r, r->snapshot_id);
+			return;
+		}
+		r->step =
+		    r->kind == SNAP_ALIAS && !r->privileged ? SNAP_STEP_HOLDER : SNAP_STEP_CHANGE;
+		snap_req_next(r);
+		return;
+	case SNAP_STEP_HOLDER:
+		if (!snap_check_snapshot(r, body))
+			return;
+		r->holder_id = xstrdup(snap_jstr(body, "id"));
+		if (!snap_may_change(r, body)) {
+			snap_deny(r, r->holder_id);
+			return;
+		}
+		r->step = SNAP_STEP_CHANGE;
+		snap_req_next(r);
+		return;
+	case SNAP_STEP_CHANGE:
+		break;
+	}
+	if (r->kind == SNAP_RETIRE) {
+		if (snap_check_snapshot(r, body))
+			snap_reply(r, json_object_get(body));
+		return;
+	}
+	res = json_object_new_object();
+	if (r->kind == SNAP_ALIAS) {
+		json_object_object_add(res, "snapshot_id", json_object_new_string(r->snapshot_id));
+		json_object_object_add(res, "alias", json_object_new_string(r->alias));
+	} else {
+		json_object_object_add(res, "alias", json_object_new_string(r->alias));
+		json_object_object_add(res, "snapshot_id",
+		                       r->holder_id ? json_object_new_string(r->holder_id) : NULL);
+	}
+	snap_reply(r, res);
+}
+
+/* Starts the request for the current step.  Every one is retried as the api module
+ * retries: reads, the alias upsert, the alias delete and the retire are idempotent. */
+static void snap_req_next(struct snap_req *r)
+{
+	struct api *api = r->d->api;
+	json_object *body = NULL;
+	char *path = NULL, *esc;
+
+	switch (r->step) {
+	case SNAP_STEP_FETCH:
+		r->op = api_mgmt_call(api, "GET", r->path, NULL, true, snap_done_cb, r);
+		return;
+	case SNAP_STEP_TARGET:
+		path = snap_ref_path(r->ref);
+		r->op = api_mgmt_call(api, "GET", path, NULL, true, snap_done_cb, r);
+		break;
+	case SNAP_STEP_HOLDER:
+		esc = snap_escape(r->alias);
+		path = xasprintf("/v1/snapshots/@%s", esc);
+		free(esc);
+		r->op = api_mgmt_call(api, "GET", path, NULL, true, snap_done_cb, r);
+		break;
+	case SNAP_STEP_CHANGE:
+		if (r->kind == SNAP_RETIRE) {
+			esc = snap_escape(r->snapshot_id);
+			path = xasprintf("/v1/snapshots/%s/retire", esc);
+			free(esc);
+			r->op = api_mgmt_call(api, "POST", path, NULL, true, snap_done_cb, r);
+		} else if (r->kind == SNAP_ALIAS) {
+			esc = snap_escape(r->snapshot_id);
+			path = xasprintf("/v1/snapshots/%s/aliases", esc);
+			free(esc);
+			body = json_object_new_object();
+			json_object_object_add(body, "alias", json_object_new_string(r->alias));
+			r->op = api_mgmt_call(api, "POST", path, body, true, snap_done_cb, r);
+		} else {
+			esc = snap_escape(r->alias);
+			path = xasprintf("/v1/snapshot-aliases/%s", esc);
+			free(esc);
+			r->op = api_mgmt_call(api, "DELETE", path, NULL, true, snap_done_cb, r);
+		}
+		break;
+	}
+	json_object_put(body);
+	free(path);
+}
+
+/* Without a key every call would only collect a 401: say what to do instead. */
+static bool snap_have_key(struct rpc_call *call)
+{
+	if (rpc_call_daemon(call)->config->api_key != NULL)
+		return true;
+	rpc_reply_error_hint(call, SB_ERR_UPSTREAM, "the daemon has no API key configured",
+	                     "give it one: TOGETHER_API_KEY, $CREDENTIALS_DIRECTORY/api-key or "
+	                     "api_key_file in its configuration");
+	return false;
+}
+
+/* --- the methods -------------------------------------------------------------------- */
+
+static void snapshot_list(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"limit", "cursor", "tags", "exclude_retired", NULL};
+	json_object *v, *tags = NULL;
+	const char *cursor = NULL;
+	bool exclude = false;
+	int64_t limit = 0;
+	struct snap_req *r;
+	char *query, *next, *ek, *ev;
+
+	if (!snap_check_params(call, params, known) ||
+	    !snap_get_string(call, params, "cursor", false, &cursor))
+		return;
+	if ((v = snap_param(params, "limit")) != NULL) {
+		if (!json_object_is_type(v, json_type_int) ||
+		    (limit = json_object_get_int64(v)) < 1 || limit > 100) {
+			snap_invalid(call, "'limit' must be an integer from 1 to 100");
+			return;
+		}
+	}
+	if ((v = snap_param(params, "exclude_retired")) != NULL) {
+		if (!json_object_is_type(v, json_type_boolean)) {
+			snap_invalid(call, "'exclude_retired' must be true or false");
+			return;
+		}
+		exclude = json_object_get_boolean(v);
+	}
+	if ((tags = snap_param(params, "tags")) != NULL) {
+		if (!json_object_is_type(tags, json_type_object)) {
+			snap_invalid(call, "'tags' must be an object of strings");
+			return;
+		}
+		json_object_object_foreach(tags, k, tv)
+		{
+			if (*k == '\0') {
+				snap_invalid(call, "'tags' has an empty key");
+				return;
+			}
+			if (!json_object_is_type(tv, json_type_string)) {
+				snap_invalid(call, "'tags.%.64s' must be a string", k);
+				return;
+			}
+		}
+	}
+	if (cursor != NULL && *cursor == '\0') {
+		snap_invalid(call, "'cursor' must not be empty");
+		return;
+	}
+	if (!snap_have_key(call))
+		return;
+
+	query = xstrdup("");
+	if (limit > 0) {
+		next = xasprintf("%s&limit=%lld", query, (long long)limit);
+		free(query);
+		query = next;
+	}
+	if (cursor != NULL) {
+		ev = snap_escape(cursor);
+		next = xasprintf("%s&cursor=%s", query, ev);
+		free(ev);
+		free(query);
+		query = next;
+	}
+	if (tags != NULL) {
+		json_object_object_foreach(tags, k, tv)
+		{
+			ek = snap_escape(k);
+			ev = snap_escape(json_object_get_string(tv));
+			next = xasprintf("%s&tags%%5B%s%%5D=%s", query, ek, ev);
+			free(ek);
+			free(ev);
+			free(query);
+			query = next;
+		}
+	}
+	if (exclude) {
+		next = xasprintf("%s&exclude_retired=true", query);
+		free(query);
+		query = next;
+	}
+	r = snap_req_new(call, SNAP_LIST);
+	r->path = xasprintf("/v1/snapshots%s%s", *query ? "?" : "", *query ? query + 1 : "");
+	free(query);
+	r->step = SNAP_STEP_FETCH;
+	snap_req_next(r);
+}
+
+static void snapshot_get(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	const char *ref;
+	struct snap_req *r;
+
+	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	    !snap_have_key(call))
+		return;
+	r = snap_req_new(call, SNAP_GET);
+	r->path = snap_ref_path(ref);
+	r->step = SNAP_STEP_FETCH;
+	snap_req_next(r);
+}
+
+/* alias and retire name their target by 'id'; an id needs no lookup when the caller
+ * may change anything anyway. */
+static void snap_start_change(struct snap_req *r, const char *ref)
+{
+	r->ref = xstrdup(ref);
+	if (r->privileged && ref[0] != '@') {
+		r->snapshot_id = xstrdup(ref);
+		r->step = SNAP_STEP_CHANGE;
+	} else {
+		r->step = SNAP_STEP_TARGET;
+	}
+	snap_req_next(r);
+}
+
+static void snapshot_alias(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", "alias", NULL};
+	const char *ref, *alias;
+	struct snap_req *r;
+
+	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	    !snap_get_alias(call, params, &alias) || !snap_have_key(call))
+		return;
+	r = snap_req_new(call, SNAP_ALIAS);
+	r->alias = xstrdup(alias);
+	snap_start_change(r, ref);
+}
+
+static void snapshot_unalias(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"alias", NULL};
+	const char *alias;
+	struct snap_req *r;
+
+	if (!snap_check_params(call, params, known) || !snap_get_alias(call, params, &alias) ||
+	    !snap_have_key(call))
+		return;
+	r = snap_req_new(call, SNAP_UNALIAS);
+	r->alias = xstrdup(alias);
+	/* always looked up: the answer says which snapshot lost the alias */
+	r->step = SNAP_STEP_HOLDER;
+	snap_req_next(r);
+}
+
+static void snapshot_retire(struct rpc_call *call, json_object *params)
+{
+	static const char *const known[] = {"id", NULL};
+	const char *ref;
+
+	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	    !snap_have_key(call))
+		return;
+	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
+}
+
+const struct rpc_method methods_snapshot[] = {
+    {"snapshot.list", snapshot_list},     {"snapshot.get", snapshot_get},
+    {"snapshot.alias", snapshot_alias},   {"snapshot.unalias", snapshot_unalias},
+    {"snapshot.retire", snapshot_retire}, {NULL, NULL},
+};
