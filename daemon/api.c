@@ -31,9 +31,11 @@
 #define API_MAX_EVENT       (1u << 20)
 #define API_STREAM_ERR_BODY (64u << 10)
 #define API_LOW_SPEED_S     60L
-#define API_MESSAGE_MAX     512
-#define API_EXCERPT_MAX     120
-#define API_JSON_DEPTH      64
+/* the builder may take a while to look at a large archive before it answers */
+#define API_UPLOAD_LOW_SPEED_S 300L
+#define API_MESSAGE_MAX        512
+#define API_EXCERPT_MAX        120
+#define API_JSON_DEPTH         64
 
 static const struct api_timing api_default_timing = {
     .backoff_base_ms = 500,
@@ -86,6 +88,7 @@ struct api_op {
 	char *url;
 	char *body;
 	long timeout_ms;
+	long low_speed_s;
 	struct http_part parts[6];
 	size_t nparts;
 	char *part_values[6];
@@ -179,12 +182,12 @@ bool api_cache_key_valid(const char *key)
 }
 
 /* The body's text as something safe to show: printable ASCII, bounded. */
-static char *api_excerpt(const char *body, size_t len)
+static char *api_excerpt(const char *body, size_t len, size_t max)
 {
-	char *out = xmalloc(API_EXCERPT_MAX + 4), *o = out;
+	char *out = xmalloc(max + 8), *o = out; /* a space, a character and "..." may follow */
 	bool space = false;
 
-	for (size_t i = 0; i < len && o - out < API_EXCERPT_MAX; i++) {
+	for (size_t i = 0; i < len && (size_t)(o - out) < max; i++) {
 		unsigned char c = (unsigned char)body[i];
 		if (isspace(c)) {
 			space = o > out;
@@ -195,7 +198,7 @@ static char *api_excerpt(const char *body, size_t len)
 		space = false;
 		*o++ = (c >= 0x20 && c < 0x7F) ? (char)c : '?';
 	}
-	if (o - out >= API_EXCERPT_MAX)
+	if ((size_t)(o - out) >= max)
 		o += sprintf(o, "...");
 	*o = '\0';
 	return out;
@@ -271,7 +274,7 @@ static char *api_body_message(long status, const char *body, size_t len)
 			msg = api_jstr(o, "code");
 	}
 	if (msg == NULL) {
-		excerpt = api_excerpt(body, len);
+		excerpt = api_excerpt(body, len, API_EXCERPT_MAX);
 		out = excerpt[0] ? xasprintf("HTTP %ld: %s", status, excerpt)
 		                 : xasprintf("HTTP %ld", status);
 		free(excerpt);
@@ -294,7 +297,7 @@ static char *api_body_message(long status, const char *body, size_t len)
 		}
 	}
 	json_object_put(o);
-	excerpt = api_excerpt(out, strlen(out));
+	excerpt = api_excerpt(out, strlen(out), API_MESSAGE_MAX);
 	free(out);
 	return excerpt;
 }
@@ -383,6 +386,7 @@ static struct api_op *api_op_new(struct api *a, enum api_kind kind, void *arg)
 	op->max_attempts = API_ATTEMPTS;
 	op->retry = API_RETRY_ALL;
 	op->timeout_ms = a->timing.request_timeout_ms;
+	op->low_speed_s = API_LOW_SPEED_S;
 	op->timer = evtimer_new(a->base, api_timer_cb, op);
 	if (op->timer == NULL)
 		fatalx("api: evtimer_new failed");
@@ -424,13 +428,13 @@ void api_op_cancel(struct api_op *op)
 		api_op_free(op);
 }
 
-/* Marks the op busy around a call into its owner; false when the owner cancelled it
- * (and it has now been freed). */
+/* Brackets a call into the owner, who may cancel the op meanwhile. */
 static void api_op_enter(struct api_op *op)
 {
 	op->busy++;
 }
 
+/* False when the owner cancelled the op, which is then freed: do not touch it. */
 static bool api_op_leave(struct api_op *op)
 {
 	if (--op->busy == 0 && op->cancelled) {
@@ -534,7 +538,7 @@ static void api_http_done_cb(void *arg, const struct http_response *resp)
 	if (resp->error == NULL && resp->status >= 200 && resp->status < 300) {
 		if (resp->body_len > 0 && api_wants_body(op) &&
 		    (body = api_parse_json(resp->body, resp->body_len)) == NULL) {
-			char *ex = api_excerpt(resp->body, resp->body_len);
+			char *ex = api_excerpt(resp->body, resp->body_len, API_EXCERPT_MAX);
 			api_error_set(&err, 0,
 			              xasprintf("the API answered HTTP %ld with a body that is not "
 			                        "JSON: %s",
@@ -594,7 +598,7 @@ static void api_send(struct api_op *op)
 	    .parts = op->nparts ? op->parts : NULL,
 	    .nparts = op->nparts,
 	    .timeout_ms = op->timeout_ms,
-	    .low_speed_time_s = API_LOW_SPEED_S,
+	    .low_speed_time_s = op->low_speed_s,
 	    .on_upload_progress = op->progress_cb ? api_progress_cb : NULL,
 	};
 
@@ -661,6 +665,7 @@ struct api_op *api_build_submit(struct api *a, const struct api_submit *s,
 	op->done.submit = done_cb;
 	op->progress_cb = progress_cb;
 	op->timeout_ms = a->timing.upload_timeout_ms;
+	op->low_speed_s = API_UPLOAD_LOW_SPEED_S;
 	api_add_part(op, "image_name", s->image_name);
 	api_add_part(op, "dockerfile", s->dockerfile ? s->dockerfile : "Dockerfile");
 	api_add_part(op, "build_args", s->build_args_json ? s->build_args_json : "{}");
