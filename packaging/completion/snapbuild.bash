@@ -35,6 +35,25 @@ except (ValueError, AttributeError):
 	fi
 }
 
+# Options that take a value, globally and per command (context's -f is --dockerfile,
+# logs' -f is --follow).
+_snapbuild_takes_value()
+{
+	case $2 in
+	--socket | -o | --output) return 0 ;;
+	esac
+	case $1:$2 in
+	create:--context | create:--dockerfile | create:--image | create:--alias | \
+		create:--cache-key | create:--ttl | create:--tag | create:--build-arg | \
+		create:--arch | context:--dockerfile | context:-f | context:--save | \
+		jobs:--state | jobs:--limit | jobs:--cursor | ls:--state | ls:--limit | \
+		ls:--cursor | logs:--after | prune:--older-than)
+		return 0
+		;;
+	esac
+	return 1
+}
+
 _snapbuild()
 {
 	local cur prev words cword
@@ -47,89 +66,91 @@ _snapbuild()
 		cword=$COMP_CWORD
 	fi
 
-	local commands="create jobs logs inspect wait cancel retry prune context snapshots
+	local commands="create jobs ls logs inspect wait cancel retry prune context snapshots
 		snapshot daemon version help"
 
 	# The command, and the words after it that are not options (the subcommand of
-	# snapshots/daemon, job ids, a directory), skipping global options and their values.
-	local i command="" socket=""
+	# snapshots/daemon, job ids, a directory), skipping options and their values.
+	local i command="" socket="" skip_value=0
 	local -a args=()
 	for ((i = 1; i < cword; i++)); do
+		if ((skip_value)); then
+			skip_value=0
+			continue
+		fi
 		case ${words[i]} in
-		--socket)
-			socket=${words[i + 1]}
-			((i++))
-			;;
+		--socket) socket=${words[i + 1]} ;;
 		--socket=*) socket=${words[i]#--socket=} ;;
-		-o | --context | --dockerfile | --image | --alias | --cache-key | --ttl | --tag | \
-			--build-arg | --arch | --save)
-			((i++))
-			;;
-		-*) ;;
-		*)
-			if [[ -z $command ]]; then
-				command=${words[i]}
-			else
-				args+=("${words[i]}")
-			fi
-			;;
 		esac
+		if [[ ${words[i]} == -* ]]; then
+			_snapbuild_takes_value "$command" "${words[i]}" && skip_value=1
+		elif [[ -z $command ]]; then
+			command=${words[i]}
+		else
+			args+=("${words[i]}")
+		fi
 	done
 
-	# Values of options.
-	case $prev in
-	--socket)
-		_snapbuild_files socket
+	# The value of the option before the cursor.
+	if ((skip_value)); then
+		case $command:$prev in
+		*:--socket)
+			_snapbuild_files socket
+			;;
+		*:-o | *:--output)
+			COMPREPLY=($(compgen -W "json text" -- "$cur"))
+			;;
+		create:--context)
+			_snapbuild_files dir
+			;;
+		*:--dockerfile | context:-f | *:--save)
+			_snapbuild_files file
+			;;
+		create:--arch)
+			COMPREPLY=($(compgen -W "amd64 arm64" -- "$cur"))
+			;;
+		*:--state)
+			COMPREPLY=($(compgen -W "packing queued uploading building pushing
+				registering aliasing cancelling succeeded failed cancelled" -- "$cur"))
+			;;
+		esac
 		return
-		;;
-	-o)
-		COMPREPLY=($(compgen -W "json" -- "$cur"))
-		return
-		;;
-	--context)
-		_snapbuild_files dir
-		return
-		;;
-	--dockerfile | --save)
-		_snapbuild_files file
-		return
-		;;
-	--arch)
-		COMPREPLY=($(compgen -W "amd64 arm64" -- "$cur"))
-		return
-		;;
-	--image | --alias | --cache-key | --ttl | --tag | --build-arg)
-		return
-		;;
-	esac
+	fi
 
 	if [[ -z $command ]]; then
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--socket -o" -- "$cur"))
+			COMPREPLY=($(compgen -W "--socket -o --output --json --help --version" -- "$cur"))
 		else
 			COMPREPLY=($(compgen -W "$commands" -- "$cur"))
 		fi
 		return
 	fi
 
-	local opts="" jobs=0
+	local opts="--help" jobs=0
 	case $command in
 	create)
-		opts="--context --dockerfile --image --alias --cache-key --ci --ttl --tag
+		opts+=" --context --dockerfile --image --alias --cache-key --ci --ttl --tag
 			--build-arg --local --remote --arch --detach -o"
 		;;
+	jobs | ls)
+		opts+=" --state --limit --cursor --all-users -o"
+		;;
 	logs)
-		opts="-f"
+		opts+=" -f --follow --raw --after -o"
 		((${#args[@]} == 0)) && jobs=1
 		;;
 	inspect | wait | retry)
+		opts+=" -o"
 		((${#args[@]} == 0)) && jobs=1
 		;;
 	cancel)
 		jobs=1
 		;;
+	prune)
+		opts+=" --older-than --all-users -o"
+		;;
 	context)
-		opts="--save"
+		opts+=" --dockerfile --files --save -o"
 		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
 			_snapbuild_files dir
 			return
@@ -140,15 +161,23 @@ _snapbuild()
 			COMPREPLY=($(compgen -W "list get alias unalias retire" -- "$cur"))
 			return
 		fi
+		opts+=" -o"
 		;;
 	daemon)
 		if ((${#args[@]} == 0)); then
 			COMPREPLY=($(compgen -W "info" -- "$cur"))
 			return
 		fi
+		opts+=" -o"
+		;;
+	version)
+		opts+=" -o"
 		;;
 	help)
 		((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+		return
+		;;
+	*)
 		return
 		;;
 	esac

@@ -14,10 +14,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 SOURCE_DIR = os.environ.get(
@@ -55,7 +58,7 @@ BINARIES = {
 CONFIG_KEYS = [
     "api_key_file", "base_url", "builder_url", "local_build", "remote_architecture",
     "max_concurrent", "local_engine", "socket_mode", "socket_group", "admin_group",
-    "idle_exit_seconds", "event_retention_days", "log_level",
+    "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
 ]
 
 WORK = None  # temporary directory of this run
@@ -472,6 +475,68 @@ class Configuration(unittest.TestCase):
                 self.assertRegex(page, rf"(?m)^\*{key}\* =")
 
 
+    def test_the_daemon_accepts_every_value_shown(self):
+        """Each commented key, set to the value the file shows, is accepted by the
+        daemon, which then starts; an unknown key is refused (the check can fail)."""
+        daemon = built("daemon/snapbuildd")
+        if not daemon:
+            self.skipTest("daemon/snapbuildd is not built yet")
+        work = tempfile.mkdtemp(dir=WORK)
+        shown = [line[1:] for line in self.lines if re.match(r"#\w+ = \S", line)]
+        self.assertGreater(len(shown), 5)
+        # The socket and state directory of this run, not the system's.
+        shown = [line for line in shown if not line.startswith(("socket ", "state_dir "))]
+        good = os.path.join(work, "good.conf")
+        with open(good, "w") as f:
+            f.write("\n".join(shown) + "\n")
+        bad = os.path.join(work, "bad.conf")
+        with open(bad, "w") as f:
+            f.write("no_such_key = 1\n")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("TOGETHER_", "SNAPBUILD_", "LISTEN_", "NOTIFY_SOCKET",
+                                    "CREDENTIALS_DIRECTORY", "WATCHDOG_"))}
+
+        def start(config, name):
+            sock = os.path.join(work, name + ".sock")
+            proc = subprocess.Popen(
+                [daemon, "--config", config, "--socket", sock,
+                 "--state-dir", os.path.join(work, name + "-state")],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            return proc, sock
+
+        proc, _ = start(bad, "bad")
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("no_such_key", err)
+
+        proc, sock = start(good, "good")
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    self.fail(f"the daemon refused {shown}: {proc.stderr.read()}")
+                try:
+                    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                        c.connect(sock)
+                    break
+                except OSError:
+                    self.assertLess(time.monotonic(), deadline, "the daemon never listened")
+                    time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()
+
+
 class Completion(unittest.TestCase):
     """The packaged completion, driven the way bash drives it, with a stand-in client
     that answers `jobs -o json` like the real one."""
@@ -523,7 +588,7 @@ class Completion(unittest.TestCase):
 
     def test_commands(self):
         commands = ["cancel", "context", "create", "daemon", "help", "inspect", "jobs", "logs",
-                    "prune", "retry", "snapshot", "snapshots", "version", "wait"]
+                    "ls", "prune", "retry", "snapshot", "snapshots", "version", "wait"]
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", ""), commands)
             self.assertEqual(self.complete(mode, "snapbuild", "cr"), ["create"])
@@ -531,12 +596,13 @@ class Completion(unittest.TestCase):
                                            "in"), ["inspect"])
             self.assertEqual(self.complete(mode, "snapbuild", "help", "sn"),
                              ["snapshot", "snapshots"])
-            self.assertEqual(self.complete(mode, "snapbuild", "-o", ""), ["json"])
+            self.assertEqual(self.complete(mode, "snapbuild", "-o", ""), ["json", "text"])
+            self.assertEqual(self.complete(mode, "snapbuild", "--s"), ["--socket"])
 
     def test_create_flags_and_values(self):
         flags = ["--alias", "--arch", "--build-arg", "--cache-key", "--ci", "--context",
-                 "--detach", "--dockerfile", "--image", "--local", "--remote", "--tag",
-                 "--ttl", "-o"]
+                 "--detach", "--dockerfile", "--help", "--image", "--local", "--remote",
+                 "--tag", "--ttl", "-o"]
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "create", "-"), flags)
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--arch", ""),
@@ -564,9 +630,15 @@ class Completion(unittest.TestCase):
                              ["alias", "get", "list", "retire", "unalias"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshot", "re"), ["retire"])
             self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info"])
-            self.assertEqual(self.complete(mode, "snapbuild", "logs", "-"), ["-f"])
-            self.assertEqual(self.complete(mode, "snapbuild", "context", "dir", "--"),
+            self.assertEqual(self.complete(mode, "snapbuild", "logs", "--f"), ["--follow"])
+            self.assertEqual(self.complete(mode, "snapbuild", "context", "dir", "--s"),
                              ["--save"])
+            self.assertEqual(self.complete(mode, "snapbuild", "jobs", "--state", "s"),
+                             ["succeeded"])
+            # context's -f takes the Dockerfile, so "x" is its value, not the directory.
+            os.makedirs(os.path.join(self.dir, "ctx-dir"), exist_ok=True)
+            self.assertEqual(self.complete(mode, "snapbuild", "context", "-f", "x", "ctx-"),
+                             ["ctx-dir"])
 
     def test_job_ids_come_from_the_daemon(self):
         for mode in self.each_mode():
@@ -584,6 +656,31 @@ class Completion(unittest.TestCase):
                 calls = f.read().splitlines()
             self.assertEqual(calls, ["-o json jobs", "-o json jobs",
                                      "--socket /tmp/s.sock -o json jobs"])
+
+    def test_every_option_of_the_client_is_completed(self):
+        """The client's own usage lines against the completion, command by command."""
+        client = built("client/snapbuild")
+        if not client:
+            self.skipTest("client/snapbuild is not built yet")
+        r = run([client, "help"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        listed = re.findall(r"(?m)^  ([a-z][a-z-]*)\b", r.stdout)
+        self.assertIn("help", listed)
+        mode = self.modes[-1]
+        commands = self.complete(mode, "snapbuild", "")
+        self.assertEqual(set(listed) - set(commands), set(), "commands the completion lacks")
+        global_opts = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)",
+                                     r.stdout.split("Commands:")[0]))
+        self.assertEqual(global_opts - set(self.complete(mode, "snapbuild", "-")), set())
+        for command in listed:
+            with self.subTest(command=command):
+                r = run([client, "help", command])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                usage = r.stdout.split("\n\n")[0]
+                usage = re.sub(r"\(DURATION:[^)]*\)", "", usage)
+                flags = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", usage))
+                completed = set(self.complete(mode, "snapbuild", command, "-"))
+                self.assertEqual(flags - completed, set())
 
     def test_unreachable_daemon_completes_nothing_quietly(self):
         for mode in self.each_mode():
