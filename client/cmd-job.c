@@ -111,15 +111,16 @@ static int cmd_inspect_exec(struct cmd_ctx *ctx)
 	struct sb_client *c = cmd_connect(ctx);
 	json_object *job = NULL;
 	rc = cmd_call(ctx, c, "build.get", id_params(ctx->argv[optind]), &job);
-	sb_client_close(c);
-	if (rc != 0)
-		return rc;
-	if (ctx->json)
+	if (rc == 0 && ctx->json) {
 		cmd_print_json(job);
-	else
+	} else if (rc == 0) {
 		cmd_print_job(job);
+		if (*json_str(job, "snapshot_id"))
+			cmd_print_snapshot_live(c, json_str(job, "snapshot_id"));
+	}
+	sb_client_close(c);
 	json_object_put(job);
-	return 0;
+	return rc;
 }
 
 static int cmd_wait_exec(struct cmd_ctx *ctx);

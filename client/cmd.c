@@ -23,6 +23,7 @@ static const struct cmd_entry *const cmd_table[] = {
     &cmd_retry_entry,
     &cmd_prune_entry,
     &cmd_context_entry,
+    &cmd_snapshots_entry,
     &cmd_daemon_entry,
     &cmd_version_entry,
     &cmd_help_entry,

@@ -84,8 +84,11 @@ extern const struct cmd_entry cmd_cancel_entry;
 extern const struct cmd_entry cmd_retry_entry;
 extern const struct cmd_entry cmd_prune_entry;
 extern const struct cmd_entry cmd_context_entry;
+extern const struct cmd_entry cmd_snapshots_entry;
 
 /* A job's details for humans (snapbuild inspect). */
 void cmd_print_job(json_object *job);
+/* A snapshot's live details from snapshot.get, or one line saying why there are none. */
+void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id);
 
 #endif
