@@ -47,7 +47,9 @@ _snapbuild_takes_value()
 		create:--cache-key | create:--ttl | create:--tag | create:--build-arg | \
 		create:--arch | context:--dockerfile | context:-f | context:--save | \
 		jobs:--state | jobs:--limit | jobs:--cursor | ls:--state | ls:--limit | \
-		ls:--cursor | logs:--after | prune:--older-than)
+		ls:--cursor | logs:--after | prune:--older-than | snapshots:--limit | \
+		snapshots:--cursor | snapshots:--tag | snapshot:--limit | snapshot:--cursor | \
+		snapshot:--tag)
 		return 0
 		;;
 	esac
@@ -157,11 +159,19 @@ _snapbuild()
 		fi
 		;;
 	snapshots | snapshot)
-		if ((${#args[@]} == 0)); then
-			COMPREPLY=($(compgen -W "list get alias unalias retire" -- "$cur"))
+		case ${args[0]-} in
+		"")
+			COMPREPLY=($(compgen -W "list get alias unalias retire help" -- "$cur"))
 			return
-		fi
-		opts+=" -o"
+			;;
+		list) opts+=" --limit --cursor --exclude-retired --tag -o" ;;
+		help)
+			((${#args[@]} == 1)) &&
+				COMPREPLY=($(compgen -W "list get alias unalias retire" -- "$cur"))
+			return
+			;;
+		*) opts+=" -o" ;;
+		esac
 		;;
 	daemon)
 		if ((${#args[@]} == 0)); then

@@ -537,6 +537,53 @@ class Configuration(unittest.TestCase):
             proc.stderr.close()
 
 
+FLAG = r"(?<![\w-])(--?[a-z][\w-]*)"
+
+
+class ManPagesMatchTheBinaries(unittest.TestCase):
+    """Every option a built binary's own help names is documented in its man page."""
+
+    def page(self, name):
+        with open(os.path.join(PACKAGING, "man", name + ".scd")) as f:
+            return f.read()
+
+    def check_help(self, rel, args, page):
+        binary = built(rel)
+        if not binary:
+            self.skipTest(f"{rel} is not built yet")
+        r = run([binary, *args], timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        flags = set(re.findall(FLAG, r.stdout)) - {"-"}
+        self.assertGreater(len(flags), 2, r.stdout)
+        documented = set(re.findall(r"\*(--?[a-z][\w-]*)\*", self.page(page)))
+        self.assertEqual(flags - documented, set(), f"options of {rel} missing in {page}")
+
+    def test_snapbuildd(self):
+        self.check_help("daemon/snapbuildd", ["--help"], "snapbuildd.8")
+
+    def test_snapbuild_sim(self):
+        self.check_help("tests/sim/snapbuild-sim", ["--help"], "snapbuild-sim.1")
+
+    def test_snapbuild_commands_and_options(self):
+        client = built("client/snapbuild")
+        if not client:
+            self.skipTest("client/snapbuild is not built yet")
+        page = self.page("snapbuild.1")
+        documented = set(re.findall(r"\*(--?[a-z][\w-]*)\*", page))
+        headings = set(re.findall(r"(?m)^\*([a-z]+)\b", page))
+        r = run([client, "help"], timeout=30)
+        for command in re.findall(r"(?m)^  ([a-z][a-z-]*)\b", r.stdout):
+            with self.subTest(command=command):
+                self.assertIn(command, headings)
+                usage = run([client, "help", command], timeout=30).stdout.split("\n\n")[0]
+                usage = re.sub(r"\(DURATION:[^)]*\)", "", usage)
+                self.assertEqual(set(re.findall(FLAG, usage)) - documented, set())
+        r = run([client, "snapshots", "help"], timeout=30)
+        if r.returncode == 0:
+            self.assertEqual(set(re.findall(FLAG, r.stdout)) - documented, set(),
+                             "snapshots options missing in snapbuild.1")
+
+
 class Completion(unittest.TestCase):
     """The packaged completion, driven the way bash drives it, with a stand-in client
     that answers `jobs -o json` like the real one."""
@@ -627,7 +674,11 @@ class Completion(unittest.TestCase):
     def test_subcommands(self):
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", ""),
-                             ["alias", "get", "list", "retire", "unalias"])
+                             ["alias", "get", "help", "list", "retire", "unalias"])
+            self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--e"),
+                             ["--exclude-retired"])
+            self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--tag",
+                                           ""), [])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshot", "re"), ["retire"])
             self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info"])
             self.assertEqual(self.complete(mode, "snapbuild", "logs", "--f"), ["--follow"])
@@ -680,6 +731,24 @@ class Completion(unittest.TestCase):
                 usage = re.sub(r"\(DURATION:[^)]*\)", "", usage)
                 flags = set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", usage))
                 completed = set(self.complete(mode, "snapbuild", command, "-"))
+                self.assertEqual(flags - completed, set())
+
+    def test_every_snapshots_subcommand_option_is_completed(self):
+        client = built("client/snapbuild")
+        if not client:
+            self.skipTest("client/snapbuild is not built yet")
+        r = run([client, "snapshots", "help"], timeout=30)
+        if r.returncode != 0:
+            self.skipTest("this client has no `snapshots help`")
+        subs = re.findall(r"(?m)^  ([a-z]+)\b(.*)$", r.stdout)
+        self.assertIn("list", [sub for sub, _ in subs])
+        mode = self.modes[-1]
+        self.assertEqual({sub for sub, _ in subs} -
+                         set(self.complete(mode, "snapbuild", "snapshots", "")), set())
+        for sub, usage in subs:
+            with self.subTest(subcommand=sub):
+                flags = set(re.findall(FLAG, usage))
+                completed = set(self.complete(mode, "snapbuild", "snapshots", sub, "-"))
                 self.assertEqual(flags - completed, set())
 
     def test_unreachable_daemon_completes_nothing_quietly(self):
