@@ -338,9 +338,6 @@ static void child_finish_maybe(struct child *c)
 		event_del(c->kill_timer);
 	if (c->drain_timer != NULL)
 		event_del(c->drain_timer);
-	/* A terminated child's group goes with it, even members that ignored SIGTERM. */
-	if (c->terminating)
-		kill(-c->pid, SIGKILL);
 	c->busy++;
 	if (c->cbs.on_exit != NULL)
 		c->cbs.on_exit(c->arg, c->wstatus);
@@ -385,6 +382,9 @@ static void child_reaped(struct child *c, int wstatus)
 		child_destroy(c);
 		return;
 	}
+	/* Terminated and gone: whatever it left running in its group goes too. */
+	if (c->terminating)
+		kill(-c->pid, SIGKILL);
 	if (c->out[0].fd != -1 || c->out[1].fd != -1) {
 		c->drain_timer = evtimer_new(child_base, child_drain_cb, c);
 		evtimer_add(c->drain_timer, &tv);
@@ -596,7 +596,7 @@ void child_terminate(struct child *c, int grace_ms)
 	if (c->finished || c->abandoned)
 		return;
 	c->terminating = true;
-	kill(-c->pid, SIGTERM);
+	kill(-c->pid, c->reaped ? SIGKILL : SIGTERM);
 	if (grace_ms < 0)
 		grace_ms = 0;
 	tv.tv_sec = grace_ms / 1000;

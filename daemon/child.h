@@ -56,9 +56,10 @@ struct child *child_spawn(const struct child_spec *spec, const struct child_cbs 
 /* The process id, which is also its process group id. */
 pid_t child_pid(const struct child *c);
 
-/* SIGTERM to the child's process group, SIGKILL to the group after grace_ms if the
- * child has not finished by then; when it finishes, whatever is left of the group
- * is killed.  on_exit still comes.  No-op after on_exit. */
+/* SIGTERM to the child's process group.  As soon as the child exits — or after
+ * grace_ms if it has not — SIGKILL goes to whatever is left of the group, so
+ * nothing it started survives, even what ignored SIGTERM.  on_exit still comes.
+ * No-op after on_exit. */
 void child_terminate(struct child *c, int grace_ms);
 
 /* Free a child after on_exit, or abandon a running one: its group gets SIGKILL and

@@ -665,6 +665,12 @@ class RealBuildahTest(unittest.TestCase):
         self.assertFalse(pid_running(pid))
         self.assertFalse(os.path.exists(job))
         self.assertEqual(os.listdir(self.tmp_root), [])
+        # Stopped while its RUN step ran, buildah still removed its build container.
+        containers = subprocess.run(
+            ["buildah", "--root=%s/storage" % self.work, "--runroot=%s/run" % self.work,
+             "--storage-driver=vfs", "containers", "--quiet"],
+            capture_output=True, text=True, check=True).stdout
+        self.assertEqual(containers, "")
 
 
 def ancestors(pid):

@@ -388,6 +388,29 @@ static void test_terminate_kills_group(void **state)
 	run_free(&r);
 }
 
+static void test_terminate_signals_the_group(void **state)
+{
+	static const char *const out[] = {"ready", "grandchild-term", "leader-term", NULL};
+	struct run r;
+	pid_t pgid;
+
+	(void)state;
+	/* Every member of the group hears the SIGTERM, not just the leader. */
+	memset(&r, 0, sizeof(r));
+	r.terminate_grace = 5000;
+	run_sh_full(&r,
+	            "trap 'wait; echo leader-term; exit 7' TERM; "
+	            "sh -c 'trap \"echo grandchild-term; exit 0\" TERM; echo ready; sleep 100 & "
+	            "wait' & wait",
+	            test_env, NULL, NULL, 0);
+	pgid = child_pid(r.child);
+	assert_true(WIFEXITED(r.wstatus));
+	assert_int_equal(WEXITSTATUS(r.wstatus), 7);
+	assert_lines(&r, 1, out);
+	loop_until(group_gone_cb, &pgid);
+	run_free(&r);
+}
+
 static void test_terminate_escalates_to_kill(void **state)
 {
 	struct run r;
@@ -558,6 +581,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stdin_not_read, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_own_process_group, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_kills_group, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_signals_the_group, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_escalates_to_kill, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_fd_leak, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_environment_exact, setup, teardown),
