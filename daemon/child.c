@@ -533,7 +533,8 @@ struct child *child_spawn(const struct child_spec *spec, const struct child_cbs 
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (r != 0) {
-		*err = xasprintf("cannot start %s: %s", path, strerror(r));
+		*err = xasprintf("cannot start %s%s%s: %s", path, spec->cwd ? " in " : "",
+		                 spec->cwd ? spec->cwd : "", strerror(r));
 		goto out;
 	}
 

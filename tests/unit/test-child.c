@@ -507,6 +507,21 @@ static void test_not_found(void **state)
 	free(err);
 }
 
+static void test_missing_cwd(void **state)
+{
+	char *argv[] = {"sh", "-c", "true", NULL};
+	struct child_spec spec = {argv, test_env, "/nonexistent-dir", NULL, 0};
+	struct run r;
+	char *err = NULL;
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	assert_null(child_spawn(&spec, &run_cbs, &r, &err));
+	assert_non_null(err);
+	assert_non_null(strstr(err, "in /nonexistent-dir: No such file or directory"));
+	free(err);
+}
+
 static void test_long_lines(void **state)
 {
 	struct run r;
@@ -587,6 +602,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_environment_exact, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cwd, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_not_found, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_missing_cwd, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_free_from_callback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_output_outlives_process, setup, teardown),
