@@ -597,6 +597,7 @@ static void api_send(struct api_op *op)
 	    .content_type = op->body ? "application/json" : NULL,
 	    .parts = op->nparts ? op->parts : NULL,
 	    .nparts = op->nparts,
+	    .fresh_connect = op->method && strcmp(op->method, "POST") == 0,
 	    .timeout_ms = op->timeout_ms,
 	    .low_speed_time_s = op->low_speed_s,
 	    .on_upload_progress = op->progress_cb ? api_progress_cb : NULL,

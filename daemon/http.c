@@ -479,6 +479,8 @@ static const char *http_setup(struct http_xfer *x, const struct http_request *re
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+	if (req->fresh_connect)
+		SETOPT(CURLOPT_FRESH_CONNECT, 1L);
 	SETOPT(CURLOPT_WRITEFUNCTION, http_write_cb);
 	SETOPT(CURLOPT_WRITEDATA, x);
 	SETOPT(CURLOPT_HEADERFUNCTION, http_header_cb);

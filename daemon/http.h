@@ -9,6 +9,7 @@
 #ifndef SNAPBUILD_HTTP_H
 #define SNAPBUILD_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,12 @@ struct http_request {
 	long connect_timeout_ms; /* 0 = 10 s */
 	long low_speed_time_s;   /* abort when under 1 byte/s for this long; 0 = off */
 	size_t max_body;         /* cap on a buffered body; 0 = 4 MiB; beyond: an error */
+	/*
+	 * A new connection, never a kept-alive one: libcurl silently re-sends a request
+	 * whose reused connection turns out dead, which a non-idempotent POST must not
+	 * risk (it would register a snapshot twice).
+	 */
+	bool fresh_connect;
 	/*
 	 * Streaming: a 2xx response's body is handed here as it arrives instead of
 	 * being buffered.  Other statuses are buffered as usual so that the completion

@@ -1066,8 +1066,9 @@ static void recover(struct jobs *js, struct store_job *rec)
 	struct job *j = job_new(js, rec);
 	const char *s = rec->state;
 	bool remote = strcmp(rec->backend, "local") != 0;
+	/* No event here: a follower that saw lines the crash kept from the store gets
+	 * them again under the same sequence numbers only if nothing is inserted first. */
 	log_info("job %s: recovering from state %s", rec->id, s);
-	job_log(j, NULL, "daemon restarted; resuming from state %s", s);
 	if (strcmp(s, "packing") == 0) {
 		if (rec->image) {
 			char *tmpdir = NULL, *err = NULL;
