@@ -105,7 +105,7 @@ static void *pack_gz_thread(void *p)
 	return NULL;
 }
 
-/* Output fd, or -1 to count and hash nothing (never used: inspect has no gzip). */
+/* Start nthreads compressors for members written to fd; -1 + errno, pack_gz_stop cleans up. */
 static int pack_gz_start(struct pack_gz *gz, int nthreads, int level, int fd)
 {
 	memset(gz, 0, sizeof(*gz));
@@ -183,7 +183,9 @@ static int pack_gz_write_oldest(struct pack_gz *gz)
 	EVP_DigestUpdate(gz->sha, ch->out, ch->outlen);
 	gz->out_bytes += ch->outlen;
 	ch->inlen = 0;
+	pthread_mutex_lock(&gz->mu);
 	ch->state = CHUNK_FREE;
+	pthread_mutex_unlock(&gz->mu);
 	gz->written++;
 	return rc;
 }
@@ -205,8 +207,11 @@ static int pack_gz_write(struct pack_gz *gz, const void *data, size_t len)
 		struct pack_chunk *ch = &gz->slots[gz->submitted % gz->nslots];
 		size_t n;
 
-		/* The slot still holds a chunk submitted nslots ago: write that first. */
-		while (ch->state != CHUNK_FREE) {
+		/*
+		 * The slot may still hold the chunk submitted nslots ago: write that first.
+		 * (submitted and written are the packing thread's own: no lock needed.)
+		 */
+		while (gz->submitted - gz->written >= gz->nslots) {
 			if (pack_gz_write_oldest(gz) < 0)
 				return -1;
 		}
@@ -1019,11 +1024,11 @@ static void pack_spool(struct pack_ctx *c)
 		free(tmp);
 		return;
 	}
+	c->gz_started = true; /* pack_gz_stop undoes even a partial start */
 	if (pack_gz_start(&c->gz, pack_threads(o), level, fd) < 0) {
 		pack_fail(c, "cannot start compression threads: %s", strerror(errno));
 		goto out;
 	}
-	c->gz_started = true;
 	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0)
 		goto out;
 	if (archive_write_close(c->ar) != ARCHIVE_OK) {
