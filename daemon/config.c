@@ -12,6 +12,8 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -677,6 +679,53 @@ static char **config_saved_env;
 static int config_saved_argc;
 static char **config_saved_argv;
 
+/* Where the kernel keeps the environment it shows in /proc/PID/environ (fields 50 and
+ * 51 of /proc/self/stat); false when that cannot be read. */
+static bool config_start_env_range(uintptr_t *start, uintptr_t *end)
+{
+	char buf[4096], *p, *save = NULL;
+	FILE *fp = fopen("/proc/self/stat", "re");
+	size_t n = fp ? fread(buf, 1, sizeof(buf) - 1, fp) : 0;
+	int field = 2;
+
+	if (fp)
+		fclose(fp);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	*start = *end = 0;
+	for (p = p ? strtok_r(p + 1, " ", &save) : NULL; p; p = strtok_r(NULL, " ", &save)) {
+		if (++field == 50)
+			*start = (uintptr_t)strtoull(p, NULL, 10);
+		else if (field == 51)
+			*end = (uintptr_t)strtoull(p, NULL, 10);
+	}
+	return *start != 0 && *end > *start;
+}
+
+/*
+ * unsetenv only unlinks the variable: /proc/PID/environ still shows the start-up copy
+ * of the environment to anyone who may read it (the daemon's user, root, a debugger).
+ * So the key's bytes in that copy are wiped as well.
+ */
+static void config_scrub_api_key(void)
+{
+	static const char name[] = "TOGETHER_API_KEY=";
+	char *wipe[8];
+	size_t nwipe = 0;
+	uintptr_t start, end;
+	bool have_range = config_start_env_range(&start, &end);
+
+	for (size_t i = 0; environ[i] != NULL && nwipe < 8; i++) {
+		uintptr_t at = (uintptr_t)environ[i];
+		if (have_range && at >= start && at < end &&
+		    strncmp(environ[i], name, strlen(name)) == 0)
+			wipe[nwipe++] = environ[i];
+	}
+	unsetenv("TOGETHER_API_KEY");
+	for (size_t i = 0; i < nwipe; i++)
+		explicit_bzero(wipe[i], strlen(wipe[i]));
+}
+
 static void config_save_process_state(int argc, char **argv)
 {
 	size_t n = 0;
@@ -688,7 +737,7 @@ static void config_save_process_state(int argc, char **argv)
 	config_saved_env = xcalloc(n + 1, sizeof(char *));
 	for (size_t i = 0; i < n; i++)
 		config_saved_env[i] = xstrdup(environ[i]);
-	unsetenv("TOGETHER_API_KEY");
+	config_scrub_api_key();
 	config_saved_argc = argc;
 	config_saved_argv = argv;
 }

@@ -6,6 +6,7 @@ waits on a condition with a deadline; nothing sleeps to hide a race.
 """
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,6 +16,10 @@ import time
 BIN_DIR = os.environ.get("SNAPBUILD_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 DAEMON = os.path.join(BIN_DIR, "daemon", "snapbuildd")
 CLI = os.path.join(BIN_DIR, "client", "snapbuild")
+# A command the daemon runs under, e.g. "valgrind --leak-check=full" (scripts/valgrind.sh);
+# waits for it to start are stretched by SLOWDOWN.
+WRAPPER = shlex.split(os.environ.get("SNAPBUILD_DAEMON_WRAPPER", ""))
+SLOWDOWN = 10.0 if WRAPPER else 1.0
 
 # Variables that would leak the developer's own set-up into a test daemon.
 _SCRUB = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_LOCAL_BUILD",
@@ -154,7 +159,7 @@ class Daemon:
             with open(self.config_path, "w") as f:
                 f.write(config)
             argv += ["--config", self.config_path]
-        argv += list(args)
+        argv = WRAPPER + argv + list(args)
         self.env = env if env is not None else clean_env()
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, env=self.env, stdout=self._log, stderr=self._log,
@@ -167,7 +172,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError("snapbuildd exited with %s:\n%s" % (self.proc.returncode, self.log()))
             return can_connect(self.socket)
-        wait_for(ready, timeout, "snapbuildd to listen on " + self.socket)
+        wait_for(ready, timeout * SLOWDOWN, "snapbuildd to listen on " + self.socket)
 
     def log(self):
         if not self._log.closed:
@@ -193,7 +198,7 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(timeout * SLOWDOWN)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
