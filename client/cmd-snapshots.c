@@ -208,6 +208,19 @@ static bool snap_is_null(json_object *o, const char *key)
 	return !json_object_object_get_ex(o, key, &v) || v == NULL;
 }
 
+/* "active", or "retired 3 mins ago" (malloc'd). */
+static char *snap_status_text(json_object *s)
+{
+	char *age, *out;
+
+	if (snap_is_null(s, "retired_at"))
+		return xstrdup("active");
+	age = output_age(snap_time(json_str(s, "retired_at")), now_seconds());
+	out = xasprintf("retired %s", age);
+	free(age);
+	return out;
+}
+
 static void snap_row(FILE *fp, const char *id, const char *size, const char *memory,
                      const char *retired, const char *age, const char *tags, size_t tags_max)
 {
@@ -284,6 +297,7 @@ static void snap_print_full(json_object *s, const char *alias)
 	json_object *tags = NULL, *mem = NULL;
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
 	char *tagtext = snap_tags_text(s);
+	char *status = snap_status_text(s);
 	const char *job = "";
 	int64_t ttl = json_int(s, "ttl");
 	double created = snap_time(json_str(s, "created_at"));
@@ -308,7 +322,7 @@ static void snap_print_full(json_object *s, const char *alias)
 	           : "no");
 	printf("  %-14s %s\n", "tags:", tagtext);
 	printf("Retention\n");
-	printf("  %-14s %s\n", "status:", snap_is_null(s, "retired_at") ? "active" : "retired");
+	printf("  %-14s %s\n", "status:", status);
 	if (ttl > 0) {
 		char dur[32], when[64];
 		time_t at = (time_t)(created + (double)ttl);
@@ -329,6 +343,7 @@ static void snap_print_full(json_object *s, const char *alias)
 	snap_print_time("retired:", json_str(s, "retired_at"));
 	free(size);
 	free(tagtext);
+	free(status);
 }
 
 void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
@@ -342,13 +357,14 @@ void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
 	if (rc == SB_CALL_OK) {
 		char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
 		char *tags = snap_tags_text(s);
+		char *status = snap_status_text(s);
 		printf("Snapshot %s (live)\n", snapshot_id);
 		printf("  %-13s %s\n", "size:", size);
-		printf("  %-13s %s\n",
-		       "status:", snap_is_null(s, "retired_at") ? "active" : "retired");
+		printf("  %-13s %s\n", "status:", status);
 		printf("  %-13s %s\n", "tags:", tags);
 		free(size);
 		free(tags);
+		free(status);
 	} else if (rc == SB_CALL_RPC_ERROR) {
 		json_object_object_get_ex(e.data, "hint", &hint);
 		printf("Snapshot details could not be fetched: %s%s%s\n", e.message,

@@ -22,7 +22,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import CLI, Conn, clean_env
+from harness import CLI, Conn, clean_env, wait_for
 from simharness import API_KEY, Sim, wait_job
 
 NOBODY = 65534
@@ -362,16 +362,22 @@ class SnapshotsTest(unittest.TestCase):
         self.assertEqual(self.sim_requests("GET", "/v1/") + self.sim_requests("POST", "/v1/"), [])
 
     def test_caller_going_away_cancels_cleanly(self):
-        self.start("--latency-ms", "400")
+        self.start("--latency-ms", "500")
         c = Conn(self.d.socket)
-        c.send("snapshot.list", {})
+        c.send("snapshot.list", {"limit": 5})
+        wait_for(lambda: self.sim_requests("GET", "/v1/snapshots"), 10, "the list request")
         c.close()
+        # the API's late answer finds nobody waiting for it, and harms nothing
+        wait_for(lambda: self.sim_requests("GET", "/v1/snapshots")[0]["status"], 10,
+                 "the simulator to answer")
         with self.d.conn() as c2:
             self.assertIn("version", c2.result("daemon.info"))
         # and a daemon stopped with a call in flight stops cleanly (no leak, exit 0)
         c3 = Conn(self.d.socket)
         c3.send("snapshot.get", {"id": "@x"})
+        wait_for(lambda: self.sim_requests("GET", "/v1/snapshots/@x"), 10, "the get request")
         self.assertEqual(self.d.stop(), 0)
+        self.assertIsNone(c3.read())
         c3.close()
 
     # --- the CLI -----------------------------------------------------------------------
@@ -440,6 +446,7 @@ class SnapshotsTest(unittest.TestCase):
         self.assertRegex(r.stdout, r"status:\s+active")
         r = self.cli("snapshots", "get", "11111111-1111-4111-8111-111111111111")
         self.assertRegex(r.stdout, r"retired:\s+\S+ \S+ \S+ \(3 hours ago\)")
+        self.assertRegex(r.stdout, r"status:\s+retired 3 hours ago")
         self.assertRegex(r.stdout, r"ttl:\s+none")
 
     def test_cli_table_on_a_terminal_pages_everything_through_the_pager(self):
