@@ -269,17 +269,47 @@ static const char *host_architecture(void)
 	return "amd64";
 }
 
+/*
+ * A prefix that several jobs share, resolved among the caller's own jobs only: that
+ * other users' jobs share it must not show (no "ambiguous" for an id of theirs, no
+ * refusal of a prefix that names one job of the caller's).  Same results as jobs_get.
+ */
+static int lookup_own_prefix(struct daemon *d, const struct rpc_peer *peer, const char *prefix,
+			     struct store_job **out, char **err)
+{
+	struct store_job_filter f = {.uid = (int64_t)peer->uid};
+	struct store_job **jobs = NULL;
+	size_t n = 0, len = strlen(prefix);
+	const char *match = NULL;
+	int rc = 1;
+	if (store_job_list(d->store, &f, &jobs, &n, err) != 0)
+		return -1;
+	for (size_t i = 0; i < n && rc != 2; i++) {
+		if (strncmp(jobs[i]->id, prefix, len) == 0) {
+			rc = match ? 2 : 1;
+			match = jobs[i]->id;
+		}
+	}
+	if (rc == 1 && match)
+		rc = jobs_get(d->jobs, match, out, err);
+	store_job_array_free(jobs, n);
+	return rc;
+}
+
 /* A job the caller may see, by id or unique prefix.  False after replying. */
 static bool lookup_job(struct rpc_call *call, const char *id, struct store_job **out)
 {
 	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
 	char *err = NULL;
 	int rc = jobs_get(d->jobs, id, out, &err);
-	if (rc == 0 && !access_may_see(d->config, rpc_call_peer(call), (*out)->uid)) {
+	if (rc == 0 && !access_may_see(d->config, peer, (*out)->uid)) {
 		store_job_free(*out);
 		*out = NULL;
 		rc = 1;
 	}
+	if (rc == 2 && !access_is_admin(d->config, peer))
+		rc = lookup_own_prefix(d, peer, id, out, &err);
 	if (rc == 0)
 		return true;
 	if (rc == 1) {

@@ -1,0 +1,487 @@
+"""Isolation between users and secrecy of the API key, with real users.
+
+The tests run as root and create, for the duration of this file, an unprivileged
+user (sbtest-*), an admin user (member of the configured admin_group) and a group
+for the socket; clients run as those users through setpriv.  Checked:
+
+- the socket's mode and group are as configured, and only the group may connect;
+- another user cannot see, follow, wait for, cancel, retry or prune root's jobs:
+  every answer is the -32001 a job id that does not exist gets, byte for byte once
+  the id is replaced, also for id prefixes (an ambiguous prefix must not reveal that
+  other users' jobs share it); root and admin_group members see and control all;
+- a context passed as a path by another user is refused with -32002;
+- the API key is nowhere: not in the database (and -wal/-shm), the state directory,
+  the daemon's log (at debug level), any RPC answer or notification of a full build,
+  /proc/<daemon>/cmdline or environ, nor the argv, environment or stdin of any child
+  of a local build (stand-in docker from fakes/ first on PATH); the registry password
+  reaches the engine on login's stdin only.
+"""
+import json
+import os
+import pwd
+import grp
+import secrets
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import unittest
+import uuid
+
+from harness import Conn, clean_env, wait_for
+from simharness import API_KEY, Sim, wait_job
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKES = os.path.join(HERE, "fakes")
+DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\n"
+
+# Runs as another user: one connection per request, answers and notifications as JSON.
+CLIENT = r"""
+import json, os, socket, sys
+sys.path.insert(0, sys.argv[1])
+from harness import Conn
+out = []
+for r in json.load(sys.stdin):
+    try:
+        c = Conn(sys.argv[2], timeout=r.get("timeout", 10))
+    except OSError as e:
+        out.append({"connect_errno": e.errno})
+        continue
+    fds = [os.open(r["fd"], os.O_RDONLY | os.O_DIRECTORY)] if r.get("fd") else None
+    notes = []
+    try:
+        ans = c.call(r["method"], r.get("params"), fds=fds, on_notify=notes.append)
+    except socket.timeout:
+        ans = {"timeout": True}
+    except ConnectionError:
+        ans = {"closed": True}
+    c.close()
+    out.append({"answer": ans, "notes": notes})
+print(json.dumps(out))
+"""
+
+USERS = {}
+
+
+def setUpModule():
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root to create users")
+    for tool in ("useradd", "userdel", "groupadd", "groupdel", "setpriv"):
+        if shutil.which(tool) is None:
+            raise unittest.SkipTest(tool + " is missing")
+    sfx = secrets.token_hex(4)
+    names = {"other": "sbtest-" + sfx, "admin": "sbadm-" + sfx,
+             "admin_group": "sbadmg-" + sfx, "sock_group": "sbsock-" + sfx}
+    try:
+        subprocess.run(["groupadd", "-r", names["admin_group"]], check=True)
+        subprocess.run(["groupadd", "-r", names["sock_group"]], check=True)
+        subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", names["other"]],
+                       check=True)
+        subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", "-G",
+                        "%s,%s" % (names["admin_group"], names["sock_group"]), names["admin"]],
+                       check=True)
+    finally:
+        USERS.update(names)
+
+
+def tearDownModule():
+    for key in ("other", "admin"):
+        if key in USERS:
+            subprocess.run(["userdel", USERS[key]], stderr=subprocess.DEVNULL)
+    for key in ("admin_group", "sock_group"):
+        if key in USERS:
+            subprocess.run(["groupdel", USERS[key]], stderr=subprocess.DEVNULL)
+
+
+def as_user(user, socket_path, requests, timeout=120):
+    """Runs the requests as user (its own uid, gid and groups); returns the answers."""
+    pw = pwd.getpwnam(user)
+    argv = ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups",
+            sys.executable, "-B", "-c", CLIENT, HERE, socket_path]
+    r = subprocess.run(argv, input=json.dumps(requests), capture_output=True, text=True,
+                       timeout=timeout, env=clean_env(HOME="/"))
+    if r.returncode != 0:
+        raise AssertionError("client as %s failed: %s" % (user, r.stderr))
+    return json.loads(r.stdout)
+
+
+def write_tree(root, files):
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
+class Recorder(Conn):
+    """A connection that keeps every line the daemon sent."""
+
+    def __init__(self, path, lines, timeout=60):
+        super().__init__(path, timeout)
+        self.lines = lines
+
+    def read_line(self):
+        line = super().read_line()
+        if line is not None:
+            self.lines.append(line)
+        return line
+
+
+def descendants(pid):
+    """Pids of every living descendant of pid."""
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                pass
+    out = []
+    for p in parent:
+        q = parent.get(p)
+        while q is not None and q > 1:
+            if q == pid:
+                out.append(p)
+                break
+            q = parent.get(q)
+    return out
+
+
+def read_proc(pid, what):
+    try:
+        with open("/proc/%d/%s" % (pid, what), "rb") as f:
+            return f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+class IsolationBase(unittest.TestCase):
+    def setUp(self):
+        # Traversable by the test users: they reach the socket and their contexts here.
+        self.tmp = tempfile.mkdtemp(prefix="sbi-")
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(subprocess.run, ["rm", "-rf", self.tmp])
+        self.ctx = os.path.join(self.tmp, "ctx")
+        write_tree(self.ctx, {"Dockerfile": DOCKERFILE, "src/a.txt": b"a\n"})
+        subprocess.run(["chmod", "-R", "a+rX", self.ctx], check=True)
+
+    def start(self, config, *sim_args, args=(), env=None):
+        self.sim = Sim(*sim_args)
+        self.addCleanup(self.sim.stop)
+        dtmp = os.path.join(self.tmp, "d%d" % len(os.listdir(self.tmp)))
+        os.makedirs(os.path.join(dtmp, "run"), mode=0o755)
+        os.chmod(dtmp, 0o755)
+        d = self.sim.daemon(config=config, tmp=dtmp, args=args, env=env or {})
+        self.addCleanup(d.__exit__, None, None, None)
+        return d
+
+    def submit(self, d, ctx=None, **params):
+        fd = os.open(ctx or self.ctx, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with d.conn() as c:
+                return c.result("build.submit", params, fds=[fd])
+        finally:
+            os.close(fd)
+
+
+class SocketTest(IsolationBase):
+    def test_socket_group_and_mode(self):
+        d = self.start("socket_group = %s\n" % USERS["sock_group"])
+        st = os.stat(d.socket)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        self.assertEqual(st.st_gid, grp.getgrnam(USERS["sock_group"]).gr_gid)
+        # Not in the group: the kernel refuses the connection.
+        [r] = as_user(USERS["other"], d.socket, [{"method": "daemon.info"}])
+        self.assertEqual(r.get("connect_errno"), 13, r)
+        # In the group: served, with its own credentials.
+        [r] = as_user(USERS["admin"], d.socket, [{"method": "daemon.info"}])
+        self.assertEqual(r["answer"]["result"]["caller"]["uid"], pwd.getpwnam(USERS["admin"]).pw_uid)
+
+    def test_explicit_mode_without_group(self):
+        d = self.start("socket_mode = 0666\n")
+        st = os.stat(d.socket)
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
+        self.assertEqual(st.st_gid, os.getegid())
+        [r] = as_user(USERS["other"], d.socket, [{"method": "daemon.info"}])
+        self.assertEqual(r["answer"]["result"]["caller"]["uid"], pwd.getpwnam(USERS["other"]).pw_uid)
+
+
+class VisibilityTest(IsolationBase):
+    CONFIG = "socket_mode = 0666\nadmin_group = %s\n"
+
+    def test_other_user_cannot_touch_roots_jobs(self):
+        d = self.start(self.CONFIG % USERS["admin_group"])
+        done = wait_job(d, self.submit(d)["id"])
+        self.assertEqual(done["state"], "succeeded", done)
+        self.sim.faults(hold="end")
+        running = self.submit(d)["id"]
+        wait_job(d, running, states=("building",))
+        missing = str(uuid.uuid4())
+
+        def probes(job_id):
+            return [{"method": "build.get", "params": {"id": job_id}},
+                    {"method": "build.logs", "params": {"id": job_id}},
+                    {"method": "build.logs", "params": {"id": job_id, "follow": True}},
+                    {"method": "build.wait", "params": {"id": job_id}},
+                    {"method": "build.cancel", "params": {"id": job_id}},
+                    {"method": "build.retry", "params": {"id": job_id}}]
+
+        ids = [running, done["id"], running[:8], done["id"][:13], missing, missing[:8]]
+        reqs = [p for i in ids for p in probes(i)]
+        answers = as_user(USERS["other"], d.socket, reqs)
+        self.assertEqual(len(answers), len(reqs))
+        per_id = len(probes("x"))
+        ref_full, ref_prefix = answers[4 * per_id:5 * per_id], answers[5 * per_id:]
+
+        def norm(answer, job_id):
+            return json.dumps(answer, sort_keys=True).replace(job_id, "ID")
+
+        for k, job_id in enumerate(ids):
+            ref, ref_id = (ref_full, missing) if len(job_id) == 36 else (ref_prefix, missing[:8])
+            for j, p in enumerate(probes(job_id)):
+                a = answers[k * per_id + j]
+                what = "%s %s" % (p["method"], job_id)
+                self.assertEqual(a["notes"], [], what)
+                err = a["answer"].get("error")
+                self.assertIsNotNone(err, what + ": " + repr(a))
+                self.assertEqual(err["code"], -32001, what)
+                # Identical to the answer for an id nobody has, once the id is replaced.
+                self.assertEqual(norm(a["answer"], job_id), norm(ref[j]["answer"], ref_id), what)
+
+        lists = as_user(USERS["other"], d.socket, [
+            {"method": "build.list"}, {"method": "build.list", "params": {"state": "building"}},
+            {"method": "build.list", "params": {"all_users": True}},
+            {"method": "build.prune", "params": {"all_users": True}},
+            {"method": "build.prune"}, {"method": "daemon.info"}])
+        self.assertEqual(lists[0]["answer"]["result"]["jobs"], [])
+        self.assertEqual(lists[1]["answer"]["result"]["jobs"], [])
+        self.assertEqual(lists[2]["answer"]["error"]["code"], -32002)
+        self.assertEqual(lists[3]["answer"]["error"]["code"], -32002)
+        self.assertEqual(lists[4]["answer"]["result"]["deleted"], 0)
+
+        # Nothing happened to root's jobs.
+        j = d.call("build.get", {"id": running})
+        self.assertEqual((j["state"], j["cancel_requested"]), ("building", False))
+        self.assertEqual(d.call("build.get", {"id": done["id"]})["state"], "succeeded")
+        self.assertEqual(len(d.call("build.list")["jobs"]), 2)
+
+        # The other user's own job: it sees it, root and the admin group see all.
+        self.sim.faults(hold=False)
+        mine = as_user(USERS["other"], d.socket,
+                       [{"method": "build.submit", "params": {}, "fd": self.ctx}])[0]
+        mine = mine["answer"]["result"]
+        self.assertEqual(mine["uid"], pwd.getpwnam(USERS["other"]).pw_uid)
+        wait_job(d, mine["id"])
+        own = as_user(USERS["other"], d.socket, [
+            {"method": "build.list"}, {"method": "build.wait", "params": {"id": mine["id"]}},
+            {"method": "build.logs", "params": {"id": mine["id"][:8], "follow": True}}])
+        self.assertEqual([j["id"] for j in own[0]["answer"]["result"]["jobs"]], [mine["id"]])
+        self.assertEqual(own[1]["answer"]["result"]["job"]["state"], "succeeded")
+        self.assertTrue(own[2]["notes"])
+        self.assertEqual(own[2]["answer"]["result"]["job"]["id"], mine["id"])
+        self.assertEqual({j["id"] for j in d.call("build.list")["jobs"]},
+                         {running, done["id"], mine["id"]})
+
+        adm = as_user(USERS["admin"], d.socket, [
+            {"method": "build.list"}, {"method": "build.list", "params": {"all_users": True}},
+            {"method": "build.get", "params": {"id": mine["id"]}},
+            {"method": "build.logs", "params": {"id": done["id"]}},
+            {"method": "build.cancel", "params": {"id": running}}])
+        self.assertEqual(len(adm[0]["answer"]["result"]["jobs"]), 3)
+        self.assertEqual(len(adm[1]["answer"]["result"]["jobs"]), 3)
+        self.assertEqual(adm[2]["answer"]["result"]["id"], mine["id"])
+        self.assertTrue(adm[3]["answer"]["result"]["events"])
+        self.assertIn(adm[4]["answer"]["result"]["state"], ("cancelling", "cancelled"))
+        self.assertEqual(wait_job(d, running)["state"], "cancelled")
+
+    def test_prefix_shared_with_other_users_jobs_reveals_nothing(self):
+        config = self.CONFIG % USERS["admin_group"]
+        d = self.start(config)
+        base = wait_job(d, self.submit(d)["id"])
+        d.stop()
+        # Jobs whose ids share a prefix: two of root's, one of the other user's.
+        other_uid = pwd.getpwnam(USERS["other"]).pw_uid
+        db = sqlite3.connect(os.path.join(d.state_dir, "snapbuild.db"))
+        cols = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+        row = dict(zip(cols, db.execute("SELECT * FROM jobs WHERE id = ?", (base["id"],)).fetchone()))
+        made = {"abcd0000-0000-4000-8000-000000000001": 0,
+                "abcd0000-0000-4000-8000-000000000002": 0,
+                "abcd1111-0000-4000-8000-000000000003": other_uid,
+                "abce0000-0000-4000-8000-000000000004": 0}
+        for job_id, uid in made.items():
+            row.update(id=job_id, uid=uid)
+            db.execute("INSERT INTO jobs (%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),
+                       [row[c] for c in cols])
+        db.commit()
+        db.close()
+        d2 = self.sim.daemon(config=config, tmp=d.tmp, state_dir=d.state_dir)
+        self.addCleanup(d2.__exit__, None, None, None)
+        answers = as_user(USERS["other"], d2.socket, [
+            {"method": "build.get", "params": {"id": "abcd"}},
+            {"method": "build.get", "params": {"id": "abce"}},
+            {"method": "build.get", "params": {"id": "abcf"}},
+            {"method": "build.get", "params": {"id": "abcd0000"}},
+            {"method": "build.get", "params": {"id": "abcd1"}}])
+        # Its own job is the one it can see under the shared prefix.
+        self.assertEqual(answers[0]["answer"].get("result", {}).get("id"),
+                         "abcd1111-0000-4000-8000-000000000003", answers[0])
+        for i, prefix in ((1, "abce"), (3, "abcd0000")):
+            self.assertEqual(json.dumps(answers[i]["answer"]).replace(prefix, "P"),
+                             json.dumps(answers[2]["answer"]).replace("abcf", "P"), prefix)
+        self.assertEqual(answers[4]["answer"]["result"]["id"], "abcd1111-0000-4000-8000-000000000003")
+        # Root may see all: for it the prefix is ambiguous.
+        with d2.conn() as c:
+            self.assertEqual(c.call("build.get", {"id": "abcd"})["error"]["code"], -32602)
+
+    def test_context_path_from_another_user_is_refused(self):
+        d = self.start(self.CONFIG % USERS["admin_group"])
+        answers = as_user(USERS["other"], d.socket, [
+            {"method": "build.submit", "params": {"context": self.ctx}},
+            {"method": "context.inspect", "params": {"context": self.ctx}},
+            {"method": "build.submit", "params": {"context": self.ctx}, "fd": self.ctx},
+            {"method": "context.inspect", "params": {}, "fd": self.ctx}])
+        for a in answers[:2]:
+            self.assertEqual(a["answer"]["error"]["code"], -32002, a)
+            self.assertIn("file descriptor", a["answer"]["error"]["data"]["hint"])
+        self.assertIn("result", answers[2]["answer"], answers[2])
+        self.assertIn("result", answers[3]["answer"], answers[3])
+        # The daemon's own user may name a path.
+        with d.conn() as c:
+            self.assertIn("result", c.call("build.submit", {"context": self.ctx}))
+        self.assertEqual(len(d.call("build.list")["jobs"]), 2)
+
+
+def find_secret(secret, blobs):
+    """Names of the blobs ({name: bytes}) that contain secret."""
+    s = secret.encode()
+    return sorted(name for name, b in blobs.items() if b is not None and s in b)
+
+
+def tree_blobs(root, prefix):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            try:
+                with open(p, "rb") as f:
+                    out[prefix + os.path.relpath(p, root)] = f.read()
+            except OSError:
+                pass
+    return out
+
+
+class SecretsTest(IsolationBase):
+    def test_api_key_nowhere_after_a_remote_build(self):
+        d = self.start("", args=("--log-level", "debug"))
+        lines = []
+        blobs = {}
+        for what in ("cmdline", "environ"):
+            blobs["/proc/daemon/" + what] = read_proc(d.proc.pid, what)
+        self.assertNotIn(b"TOGETHER_API_KEY", blobs["/proc/daemon/environ"])
+        saved = os.path.join(self.tmp, "saved.tar.gz")
+
+        def rec():
+            return Recorder(d.socket, lines)
+
+        fd = os.open(self.ctx, os.O_RDONLY | os.O_DIRECTORY)
+        with rec() as c:
+            info = c.result("daemon.info")
+            self.assertTrue(info["api_key_configured"])
+            c.result("daemon.version")
+            job = c.result("build.submit", {"alias": "sec@v1", "tags": {"t": "v"}}, fds=[fd])
+            ans = c.call("build.logs", {"id": job["id"], "follow": True}, on_notify=lambda m: None)
+            self.assertEqual(ans["result"]["job"]["state"], "succeeded", ans)
+            c.result("build.wait", {"id": job["id"]})
+            c.result("build.get", {"id": job["id"]})
+            c.result("build.list", {"all_users": True})
+            c.result("build.logs", {"id": job["id"]})
+            ins = c.result("context.inspect", {"save": True, "list_files": True}, fds=[fd])
+            out = os.open(saved, os.O_WRONLY | os.O_CREAT, 0o600)
+            c.send("context.save", {"sha256": ins["archive"]["sha256"]
+                                    if isinstance(ins.get("archive"), dict) else ins["sha256"]},
+                   fds=[out])
+            os.close(out)
+            self.assertIn("result", c.read())
+            snap = c.result("snapshot.get", {"id": ans["result"]["job"]["snapshot_id"]})
+            c.result("snapshot.list", {"tags": {"t": "v"}})
+            c.result("snapshot.get", {"id": "@sec@v1"})
+            retry = c.result("build.retry", {"id": job["id"]})
+            c.result("build.wait", {"id": retry["id"]})
+            c.call("build.cancel", {"id": job["id"]})
+            c.call("snapshot.get", {"id": str(uuid.uuid4())})
+            c.call("no.such.method")
+        os.close(fd)
+        self.assertEqual(snap["id"], ans["result"]["job"]["snapshot_id"])
+        for r in (d.cli("jobs", "-o", "json"), d.cli("logs", job["id"]), d.cli("daemon", "info")):
+            blobs["cli " + " ".join(r.args[3:])] = (r.stdout + r.stderr).encode()
+        blobs["rpc answers"] = b"\n".join(lines)
+        self.assertGreater(len(lines), 30)
+        with open(saved, "rb") as f:
+            blobs["context.save output"] = f.read()
+        blobs["/proc/daemon/environ (later)"] = read_proc(d.proc.pid, "environ")
+        # Every byte the daemon wrote: database, WAL, spool, and its log.
+        d.stop()
+        blobs.update(tree_blobs(d.state_dir, "state/"))
+        self.assertIn("state/snapbuild.db", blobs)
+        blobs["daemon log"] = d.log().encode()
+        self.assertIn("http: POST", blobs["daemon log"].decode())
+        self.assertEqual(find_secret(API_KEY, blobs), [])
+        # The check can fail: the key is where we put it on purpose.
+        self.assertEqual(find_secret(API_KEY, {"probe": b"x" + API_KEY.encode()}), ["probe"])
+
+    def test_local_build_children_never_see_the_api_key(self):
+        password = "reg-pass-" + secrets.token_hex(8)
+        fakebin = os.path.join(self.tmp, "fakebin")
+        os.makedirs(fakebin)
+        shutil.copy(os.path.join(FAKES, "docker"), os.path.join(fakebin, "docker"))
+        with open(os.path.join(fakebin, "fake-config.json"), "w") as f:
+            json.dump({"build_sleep": 2}, f)
+        path = fakebin + ":/usr/local/bin:/usr/bin:/bin"
+        d = self.start("local_engine = docker\n", "--registry-password", password,
+                       args=("--log-level", "debug"), env={"PATH": path})
+        lines = []
+        fd = os.open(self.ctx, os.O_RDONLY | os.O_DIRECTORY)
+        with Recorder(d.socket, lines) as c:
+            job = c.result("build.submit", {"backend": "local"}, fds=[fd])
+        os.close(fd)
+        # While the build sleeps: every process under the daemon, as /proc shows it.
+        wait_for(lambda: os.path.exists(os.path.join(fakebin, "fake-sleep.pid")), 30,
+                 "the stand-in build to start")
+        seen = {}
+        for pid in descendants(d.proc.pid):
+            for what in ("cmdline", "environ"):
+                seen["/proc/%d/%s" % (pid, what)] = read_proc(pid, what)
+        self.assertTrue(any(b"docker" in (v or b"") for k, v in seen.items() if k.endswith("cmdline")),
+                        seen.keys())
+        with Recorder(d.socket, lines) as c:
+            ans = c.call("build.logs", {"id": job["id"], "follow": True}, on_notify=lambda m: None)
+            c.result("build.list")
+        self.assertEqual(ans["result"]["job"]["state"], "succeeded", ans)
+        with open(os.path.join(fakebin, "fake-record.jsonl")) as f:
+            records = [json.loads(l) for l in f]
+        self.assertTrue({"build", "login", "push"} <= {r["argv"][1] for r in records}, records)
+        for i, r in enumerate(records):
+            seen["record %d argv" % i] = json.dumps(r["argv"]).encode()
+            seen["record %d env" % i] = json.dumps(r["env"]).encode()
+            seen["record %d stdin" % i] = r["stdin"].encode()
+            self.assertNotIn("TOGETHER_API_KEY", r["env"])
+        self.assertEqual(find_secret(API_KEY, seen), [])
+        login = [i for i, r in enumerate(records) if r["argv"][1] == "login"]
+        self.assertEqual(len(login), 1)
+        self.assertIn("--password-stdin", records[login[0]]["argv"])
+        self.assertEqual(find_secret(password, seen), ["record %d stdin" % login[0]])
+        d.stop()
+        rest = tree_blobs(d.state_dir, "state/")
+        rest["daemon log"] = d.log().encode()
+        rest["rpc answers"] = b"\n".join(lines)
+        self.assertEqual(find_secret(API_KEY, rest), [])
+        self.assertEqual(find_secret(password, rest), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
