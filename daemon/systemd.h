@@ -1,13 +1,8 @@
 /*
- * The two small systemd protocols the daemon speaks, implemented here rather than
- * through libsystemd (which drags in libgcrypt, liblzma, libzstd and liblz4 and a
- * megabyte of resident memory for what is a few system calls):
- *
- *  - socket activation: LISTEN_PID/LISTEN_FDS name descriptors from 3 upwards;
- *  - sd_notify: "KEY=VALUE" lines in one datagram to $NOTIFY_SOCKET
- *    (a path, or '@' for the abstract namespace); WATCHDOG_USEC/WATCHDOG_PID.
- *
- * Both follow sd_listen_fds(3) and sd_notify(3); outside systemd they do nothing.
+ * The daemon's side of systemd's protocols, through libsystemd's sd-daemon API:
+ * socket activation (sd_listen_fds), readiness and status (sd_notify), the watchdog
+ * (sd_watchdog_enabled).  Outside systemd every call is a harmless no-op.  The
+ * environment variables are unset once read, so child processes never see them.
  */
 #ifndef SNAPBUILD_SYSTEMD_H
 #define SNAPBUILD_SYSTEMD_H
