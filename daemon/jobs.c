@@ -47,6 +47,9 @@
 #define PROGRESS_INTERVAL 0.25
 #define REGISTER_ATTEMPTS 4
 #define DELETE_ATTEMPTS 5
+/* Beyond this many events a job's log lines are dropped (state changes still count). */
+#define MAX_EVENTS_PER_JOB 1000000
+#define RETENTION_INTERVAL 3600
 
 struct job;
 
@@ -93,6 +96,7 @@ struct job {
 	void (*timer_fn)(struct job *j);
 	int attempts;
 	double last_progress;
+	bool log_capped; /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
 	char *registry_password; /* local builds: issued credentials, memory only */
 	char *registry_username;
 	char *registry_url;
@@ -105,6 +109,7 @@ struct jobs {
 	int nrunning;
 	int npacking;
 	struct event *sched_ev;
+	struct event *retention_ev;
 	char *spool_dir;
 	char *tmp_root;
 	bool have_engine;
@@ -196,6 +201,16 @@ static void job_flush_cb(evutil_socket_t fd, short what, void *arg)
 static void job_emit(struct job *j, const char *kind, const char *step, const char *text,
 		     json_object *data)
 {
+	if (j->rec->last_seq >= MAX_EVENTS_PER_JOB && strcmp(kind, "state") != 0) {
+		json_object_put(data);
+		if (j->log_capped)
+			return;
+		/* One marker, then silence: the database stays bounded whatever the build prints. */
+		j->log_capped = true;
+		kind = "warning";
+		text = "the log has more than a million events; further lines are not kept";
+		data = NULL;
+	}
 	if (j->npending == j->cap) {
 		j->cap = j->cap ? j->cap * 2 : 16;
 		j->pending = xrealloc(j->pending, j->cap * sizeof(*j->pending));
@@ -764,7 +779,14 @@ static void alias_done_cb(void *arg, const struct api_error *err)
 	struct job *j = arg;
 	j->op = NULL;
 	if (err) {
-		job_fail_api(j, "setting the alias failed", err);
+		char *msg = xasprintf("setting the alias failed: %s (snapshot %s is registered)",
+				      err->message ? err->message : "unknown error", j->rec->snapshot_id);
+		char *hint = xasprintf("%s%sset it later with: snapbuild snapshots alias %s %s",
+				       err->hint ? err->hint : "", err->hint ? "; " : "",
+				       j->rec->snapshot_id, j->rec->alias);
+		job_fail(j, msg, hint);
+		free(msg);
+		free(hint);
 		return;
 	}
 	job_log(j, "alias", "alias %s → snapshot %s", j->rec->alias, j->rec->snapshot_id);
@@ -868,10 +890,18 @@ static void register_start(struct job *j)
 static void local_step_cb(void *arg, const char *step)
 {
 	struct job *j = arg;
-	if (strcmp(step, "push") == 0)
-		job_set_state(j, "pushing");
-	else
+	if (strcmp(step, "push") != 0) {
 		job_log(j, step, "step %s", step);
+		return;
+	}
+	/* Not job_set_state(): inside a localbuild callback the build must not be freed, so a
+	 * failed write only waits for the next transition, which fails the job properly. */
+	set_str(&j->rec->state, "pushing");
+	j->rec->updated_at = now_seconds();
+	json_object *data = json_object_new_object();
+	json_object_object_add(data, "state", json_object_new_string("pushing"));
+	job_emit(j, "state", NULL, "pushing", data);
+	job_flush(j, NULL);
 }
 
 static void local_log_cb(void *arg, const char *step, const char *line)
@@ -1134,6 +1164,27 @@ static void recover(struct jobs *js, struct store_job *rec)
 	}
 }
 
+/* Events of jobs that ended longer ago than event_retention_days go (records stay). */
+static void jobs_retention_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct jobs *js = arg;
+	int days = js->d->config->event_retention_days;
+	int64_t deleted = 0;
+	char *err = NULL;
+	if (days > 0) {
+		if (store_events_prune(js->d->store, now_seconds() - days * 86400.0, &deleted, &err) != 0)
+			log_warnx("deleting old events failed: %s", err);
+		else if (deleted > 0)
+			log_info("deleted %lld events of jobs that ended more than %d days ago",
+				 (long long)deleted, days);
+		free(err);
+	}
+	struct timeval tv = {RETENTION_INTERVAL, 0};
+	evtimer_add(js->retention_ev, &tv);
+}
+
 int jobs_start(struct jobs *js, char **err)
 {
 	if (mkdir_private(js->spool_dir, err) != 0)
@@ -1156,6 +1207,8 @@ int jobs_start(struct jobs *js, char **err)
 		recover(js, recs[i]);
 	free(recs);
 	jobs_schedule_soon(js);
+	js->retention_ev = evtimer_new(js->d->base, jobs_retention_cb, js);
+	jobs_retention_cb(-1, 0, js);
 	return 0;
 }
 
@@ -1180,6 +1233,8 @@ void jobs_free(struct jobs *js)
 	while (js->npacking > 0)
 		event_base_loop(js->d->base, EVLOOP_ONCE);
 	event_free(js->sched_ev);
+	if (js->retention_ev)
+		event_free(js->retention_ev);
 	free(js->spool_dir);
 	free(js->tmp_root);
 	free(js->engine_error);

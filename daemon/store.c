@@ -144,6 +144,7 @@ enum store_stmt_id {
 	ST_EVENTS_AFTER,
 	ST_SPOOL_IN_USE,
 	ST_SPOOL_DIGESTS,
+	ST_EVENTS_PRUNE,
 	ST__COUNT
 };
 
@@ -187,6 +188,8 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_SPOOL_IN_USE] = "SELECT EXISTS (SELECT 1 FROM jobs WHERE spool_digest = ?1)",
     [ST_SPOOL_DIGESTS] = "SELECT DISTINCT spool_digest FROM jobs WHERE spool_digest IS NOT NULL"
                          " ORDER BY spool_digest",
+    [ST_EVENTS_PRUNE] = "DELETE FROM events WHERE job_id IN (SELECT id FROM jobs WHERE state IN "
+                        TERMINAL_STATES " AND finished_at > 0 AND finished_at < ?1)",
 };
 
 struct store {
@@ -827,6 +830,30 @@ fail:
 	store_rollback(s);
 out:
 	free(what);
+	return rc;
+}
+
+int store_events_prune(struct store *s, double finished_before, int64_t *deleted, char **err)
+{
+	sqlite3_stmt *st;
+	const char *what = "deleting old events";
+	int rc = -1;
+
+	*deleted = 0;
+	if (store_begin(s, what, err) < 0)
+		return -1;
+	if ((st = store_stmt(s, ST_EVENTS_PRUNE, err)) == NULL)
+		goto fail;
+	sqlite3_bind_double(st, 1, finished_before);
+	if (store_step_done(s, st, what, err) < 0)
+		goto fail;
+	*deleted = sqlite3_changes64(s->db);
+	if (store_commit(s, what, err) < 0)
+		goto fail;
+	rc = 0;
+	return rc;
+fail:
+	store_rollback(s);
 	return rc;
 }
 

@@ -257,6 +257,19 @@ class Recovery(unittest.TestCase):
         self.assertEqual(job["state"], "failed")
         self.assertIn("spool", job["error"])
 
+    def test_events_of_old_jobs_are_deleted_at_start(self):
+        self.start_daemon()
+        old = self.submit()["id"]
+        self.assert_succeeded_once(old)
+        self.assertTrue(self.d.call("build.logs", {"id": old})["events"])
+        self.kill_daemon()
+        import time
+        self.edit_db("UPDATE jobs SET finished_at = ? WHERE id = ?", time.time() - 31 * 86400, old)
+        self.start_daemon()
+        logs = self.d.call("build.logs", {"id": old})
+        self.assertEqual(logs["events"], [])
+        self.assertEqual(logs["job"]["state"], "succeeded")
+
     # --- local ---
 
     def test_local_building(self):

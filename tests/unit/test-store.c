@@ -590,6 +590,38 @@ static void test_delete_cascades(void **state)
 	assert_int_equal(store_job_delete(fx->s, "gone", &err), 0);
 }
 
+/* Old finished jobs lose their events, not their records; running and recent ones keep all. */
+static void test_events_prune(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_event ev[] = {{.seq = 1, .time = 1, .kind = "log", .text = "a"},
+	                           {.seq = 2, .time = 2, .kind = "log", .text = "b"}};
+	const char *ids[] = {"old", "recent", "running"};
+	double finished[] = {100, 1000, 0};
+	const char *states[] = {"succeeded", "failed", "building"};
+	int64_t deleted = -1;
+	struct store_job *j;
+	char *err = NULL;
+
+	for (int i = 0; i < 3; i++) {
+		j = job_new(ids[i], states[i], 1, 1);
+		j->finished_at = finished[i];
+		assert_int_equal(store_job_insert(fx->s, j, &err), 0);
+		store_job_free(j);
+		assert_int_equal(store_events_append(fx->s, ids[i], ev, 2, &err), 0);
+	}
+	assert_int_equal(store_events_prune(fx->s, 500, &deleted, &err), 0);
+	assert_int_equal(deleted, 2);
+	assert_int_equal(count_rows(fx->db_path, "SELECT count(*) FROM events WHERE job_id = 'old'"),
+	                 0);
+	assert_int_equal(count_rows(fx->db_path, "SELECT count(*) FROM events"), 4);
+	j = get_job(fx->s, "old");
+	assert_int_equal(j->last_seq, 2);
+	store_job_free(j);
+	assert_int_equal(store_events_prune(fx->s, 500, &deleted, &err), 0);
+	assert_int_equal(deleted, 0);
+}
+
 static void test_spool_digests(void **state)
 {
 	struct fixture *fx = *state;
@@ -827,6 +859,7 @@ int main(void)
 	                                    fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_delete_cascades, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_digests, fixture_setup, fixture_teardown),
+	    cmocka_unit_test_setup_teardown(test_events_prune, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_migrates_v1, fixture_setup, fixture_teardown),
 	    cmocka_unit_test_setup_teardown(test_refuses_future_schema, fixture_setup,
 	                                    fixture_teardown),
