@@ -64,16 +64,7 @@ char *output_age(double then, double now)
 
 char *output_bytes(uint64_t n)
 {
-	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-	double v = (double)n;
-	int u = 0;
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		return xasprintf("%llu B", (unsigned long long)n);
-	return xasprintf("%.1f %s", v, units[u]);
+	return format_bytes(n);
 }
 
 bool output_color(FILE *fp)

@@ -353,6 +353,17 @@ static int job_set_state(struct job *j, const char *state)
 	return 0;
 }
 
+/* Tells every watcher the job has ended and lets go of them. */
+static void job_end_watches(struct job *j)
+{
+	struct job_watch *w;
+	while ((w = TAILQ_FIRST(&j->watches))) {
+		TAILQ_REMOVE(&j->watches, w, entry);
+		w->cbs.on_end(w->arg, j->rec);
+		free(w);
+	}
+}
+
 /* Ends a job: terminal state written, watchers told, memory released. */
 static int job_finish(struct job *j, const char *state, const char *error, const char *hint)
 {
@@ -367,12 +378,7 @@ static int job_finish(struct job *j, const char *state, const char *error, const
 		log_info("job %s succeeded: snapshot %s", j->rec->id, j->rec->snapshot_id);
 	else
 		log_info("job %s %s%s%s", j->rec->id, state, error ? ": " : "", error ? error : "");
-	struct job_watch *w;
-	while ((w = TAILQ_FIRST(&j->watches))) {
-		TAILQ_REMOVE(&j->watches, w, entry);
-		w->cbs.on_end(w->arg, j->rec);
-		free(w);
-	}
+	job_end_watches(j);
 	job_free(j);
 	return rc;
 }
@@ -612,18 +618,6 @@ static int image_context(struct jobs *js, const char *image, char **tmpdir, int 
 
 /* --- remote backend --------------------------------------------------------------- */
 
-static char *human_bytes(uint64_t n)
-{
-	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-	double v = (double)n;
-	int u = 0;
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	return u == 0 ? xasprintf("%llu B", (unsigned long long)n) : xasprintf("%.1f %s", v, units[u]);
-}
-
 static void upload_progress_cb(void *arg, uint64_t sent, uint64_t total)
 {
 	struct job *j = arg;
@@ -634,7 +628,7 @@ static void upload_progress_cb(void *arg, uint64_t sent, uint64_t total)
 	json_object *data = json_object_new_object();
 	json_object_object_add(data, "sent", json_object_new_int64((int64_t)sent));
 	json_object_object_add(data, "total", json_object_new_int64((int64_t)total));
-	char *a = human_bytes(sent), *b = human_bytes(total);
+	char *a = format_bytes(sent), *b = format_bytes(total);
 	char *text = xasprintf("uploaded %s of %s", a, b);
 	job_emit(j, "progress", "upload", text, data);
 	free(text);
@@ -1221,12 +1215,7 @@ void jobs_free(struct jobs *js)
 	while ((j = TAILQ_FIRST(&js->active))) {
 		if (j->npending)
 			job_flush(j, NULL);
-		struct job_watch *w;
-		while ((w = TAILQ_FIRST(&j->watches))) {
-			TAILQ_REMOVE(&j->watches, w, entry);
-			w->cbs.on_end(w->arg, j->rec);
-			free(w);
-		}
+		job_end_watches(j);
 		job_free(j);
 	}
 	/* Packing threads poll their cancel flag; let them hand back before the loop goes. */

@@ -78,6 +78,20 @@ bool str_has_prefix(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+char *format_bytes(uint64_t n)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		return xasprintf("%llu B", (unsigned long long)n);
+	return xasprintf("%.1f %s", v, units[u]);
+}
+
 void uuid_v4(char out[37])
 {
 	unsigned char b[16];

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t nmemb, size_t size);
@@ -20,6 +21,9 @@ char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0
 
 /* True when s starts with prefix. */
 bool str_has_prefix(const char *s, const char *prefix);
+
+/* "512 B", "1.5 KiB", "12.0 MiB" (malloc'd). */
+char *format_bytes(uint64_t n);
 
 /* Fresh random UUID (version 4), lower case, 36 characters plus NUL. */
 void uuid_v4(char out[37]);
