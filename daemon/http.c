@@ -517,6 +517,8 @@ static const char *http_setup(struct http_xfer *x, const struct http_request *re
 	return http_build_headers(x, req);
 }
 
+static const char *http_multi_init(struct http *h);
+
 struct http_xfer *http_start(struct http *h, const struct http_request *req, http_done_cb done_cb,
                              void *arg)
 {
@@ -533,8 +535,11 @@ struct http_xfer *http_start(struct http *h, const struct http_request *req, htt
 	x->started = now_seconds();
 	TAILQ_INSERT_TAIL(&h->xfers, x, entry);
 
-	x->easy = curl_easy_init();
-	err = x->easy ? http_setup(x, req) : "cannot create an HTTP transfer";
+	err = http_multi_init(h);
+	if (err == NULL)
+		x->easy = curl_easy_init();
+	if (err == NULL)
+		err = x->easy ? http_setup(x, req) : "cannot create an HTTP transfer";
 	if (err) {
 		/* reported from the loop: callers never see done_cb inside http_start */
 		http_fail_later(x, err);
@@ -563,34 +568,44 @@ void http_cancel(struct http_xfer *x)
 	http_xfer_free(x);
 }
 
-struct http *http_new(struct event_base *base, char **err)
+/*
+ * libcurl (and the TLS library under it) is set up on the first transfer, not at
+ * start: an idle daemon that has not talked to Together yet stays small.
+ */
+static const char *http_multi_init(struct http *h)
 {
 	static bool global_init;
-	struct http *h;
 
+	if (h->multi != NULL)
+		return NULL;
 	if (!global_init) {
-		CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-		if (rc != CURLE_OK) {
-			*err = xasprintf("cannot initialise libcurl: %s", curl_easy_strerror(rc));
-			return NULL;
-		}
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return "cannot initialise libcurl";
 		global_init = true;
 	}
-	h = xcalloc(1, sizeof(*h));
-	h->base = base;
-	TAILQ_INIT(&h->xfers);
-	LIST_INIT(&h->socks);
 	h->multi = curl_multi_init();
-	h->timer = evtimer_new(base, http_timer_cb, h);
-	if (h->multi == NULL || h->timer == NULL) {
-		*err = xstrdup("cannot create the HTTP client");
-		http_free(h);
-		return NULL;
-	}
+	if (h->multi == NULL)
+		return "cannot create the HTTP client";
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, http_sock_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_multi_timer_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+	return NULL;
+}
+
+struct http *http_new(struct event_base *base, char **err)
+{
+	struct http *h = xcalloc(1, sizeof(*h));
+
+	h->base = base;
+	TAILQ_INIT(&h->xfers);
+	LIST_INIT(&h->socks);
+	h->timer = evtimer_new(base, http_timer_cb, h);
+	if (h->timer == NULL) {
+		*err = xstrdup("cannot create the HTTP client's timer");
+		http_free(h);
+		return NULL;
+	}
 	return h;
 }
 
