@@ -42,11 +42,11 @@
 #include "util.h"
 #include "worker.h"
 
-#define FLUSH_DELAY_MS 100
+#define FLUSH_DELAY_MS    100
 #define FLUSH_MAX_PENDING 512
 #define PROGRESS_INTERVAL 0.25
 #define REGISTER_ATTEMPTS 4
-#define DELETE_ATTEMPTS 5
+#define DELETE_ATTEMPTS   5
 /* Beyond this many events a job's log lines are dropped (state changes still count). */
 #define MAX_EVENTS_PER_JOB 1000000
 #define RETENTION_INTERVAL 3600
@@ -76,7 +76,7 @@ struct pack_task {
 };
 
 struct job {
-	TAILQ_ENTRY(job) entry; /* all active jobs */
+	TAILQ_ENTRY(job) entry;  /* all active jobs */
 	TAILQ_ENTRY(job) qentry; /* the FIFO queue, while queued */
 	struct jobs *js;
 	struct store_job *rec;
@@ -96,7 +96,7 @@ struct job {
 	void (*timer_fn)(struct job *j);
 	int attempts;
 	double last_progress;
-	bool log_capped; /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
+	bool log_capped;         /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
 	char *registry_password; /* local builds: issued credentials, memory only */
 	char *registry_username;
 	char *registry_url;
@@ -199,13 +199,14 @@ static void job_flush_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void job_emit(struct job *j, const char *kind, const char *step, const char *text,
-		     json_object *data)
+                     json_object *data)
 {
 	if (j->rec->last_seq >= MAX_EVENTS_PER_JOB && strcmp(kind, "state") != 0) {
 		json_object_put(data);
 		if (j->log_capped)
 			return;
-		/* One marker, then silence: the database stays bounded whatever the build prints. */
+		/* One marker, then silence: the database stays bounded whatever the build prints.
+		 */
 		j->log_capped = true;
 		kind = "warning";
 		text = "the log has more than a million events; further lines are not kept";
@@ -222,8 +223,8 @@ static void job_emit(struct job *j, const char *kind, const char *step, const ch
 	ev->kind = xstrdup(kind);
 	ev->step = step ? xstrdup(step) : NULL;
 	ev->text = xstrdup(text ? text : "");
-	ev->data_json = data ? xstrdup(json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN))
-			     : NULL;
+	ev->data_json =
+	    data ? xstrdup(json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN)) : NULL;
 	json_object_put(data);
 
 	/* A watcher may remove itself from inside its callback. */
@@ -241,7 +242,7 @@ static void job_emit(struct job *j, const char *kind, const char *step, const ch
 }
 
 static void job_log(struct job *j, const char *step, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void job_log(struct job *j, const char *step, const char *fmt, ...)
 {
 	va_list ap;
@@ -345,7 +346,8 @@ static int job_set_state(struct job *j, const char *state)
 		}
 		char *msg = xasprintf("storage error: %s", err);
 		free(err);
-		job_finish(j, "failed", msg, "free space on the daemon's state directory, then retry the job");
+		job_finish(j, "failed", msg,
+		           "free space on the daemon's state directory, then retry the job");
 		free(msg);
 		return -1;
 	}
@@ -415,7 +417,8 @@ static void job_after(struct job *j, double seconds, void (*fn)(struct job *j))
 	if (j->timer == NULL)
 		j->timer = evtimer_new(j->js->d->base, job_timer_cb, j);
 	j->timer_fn = fn;
-	struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
+	struct timeval tv = {(time_t)seconds,
+	                     (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
 	evtimer_add(j->timer, &tv);
 }
 
@@ -518,8 +521,8 @@ static void pack_done_cb(void *arg)
 		job_warn(j, "pack", t->warnings[i]);
 	struct pack_result *r = &t->result;
 	if (r->status != PACK_OK) {
-		char *msg = xasprintf("packing the context failed: %s",
-				      r->error ? r->error : "cancelled");
+		char *msg =
+		    xasprintf("packing the context failed: %s", r->error ? r->error : "cancelled");
 		job_fail(j, msg, "fix the context (the path is in the message) and submit again");
 		free(msg);
 		pack_task_free(t);
@@ -531,11 +534,13 @@ static void pack_done_cb(void *arg)
 	json_object *data = json_object_new_object();
 	json_object_object_add(data, "files", json_object_new_int64((int64_t)r->file_count));
 	json_object_object_add(data, "bytes", json_object_new_int64((int64_t)r->total_bytes));
-	json_object_object_add(data, "archive_bytes", json_object_new_int64((int64_t)r->archive_size));
+	json_object_object_add(data, "archive_bytes",
+	                       json_object_new_int64((int64_t)r->archive_size));
 	json_object_object_add(data, "sha256", json_object_new_string(r->sha256));
-	char *text = xasprintf("packed %llu files, %llu bytes → %llu bytes gzip'd (sha256 %.12s)",
-			       (unsigned long long)r->file_count, (unsigned long long)r->total_bytes,
-			       (unsigned long long)r->archive_size, r->sha256);
+	char *text =
+	    xasprintf("packed %llu files, %llu bytes → %llu bytes gzip'd (sha256 %.12s)",
+	              (unsigned long long)r->file_count, (unsigned long long)r->total_bytes,
+	              (unsigned long long)r->archive_size, r->sha256);
 	job_emit(j, "log", "pack", text, data);
 	free(text);
 	pack_task_free(t);
@@ -598,7 +603,7 @@ static int image_context(struct jobs *js, const char *image, char **tmpdir, int 
 	char *dir = xasprintf("%s/image-XXXXXX", js->tmp_root);
 	if (mkdtemp(dir) == NULL) {
 		*err = xasprintf("cannot create a temporary directory under %s: %s", js->tmp_root,
-				 strerror(errno));
+		                 strerror(errno));
 		free(dir);
 		return -1;
 	}
@@ -654,18 +659,18 @@ static void remote_upload(struct job *j)
 {
 	if (!spool_exists(j->js, j->rec->spool_digest)) {
 		job_fail(j, "the packed context is missing from the spool",
-			 "submit the job again from its context");
+		         "submit the job again from its context");
 		return;
 	}
 	if (job_set_state(j, "uploading") != 0)
 		return;
 	char *path = spool_path(j->js, j->rec->spool_digest);
 	struct api_submit s = {
-		.archive_path = path,
-		.image_name = j->rec->image_name,
-		.dockerfile = j->rec->dockerfile,
-		.build_args_json = j->rec->build_args_json,
-		.cache_key = j->rec->cache_key,
+	    .archive_path = path,
+	    .image_name = j->rec->image_name,
+	    .dockerfile = j->rec->dockerfile,
+	    .build_args_json = j->rec->build_args_json,
+	    .cache_key = j->rec->cache_key,
 	};
 	j->last_progress = 0;
 	j->op = api_build_submit(j->js->d->api, &s, upload_progress_cb, upload_done_cb, j);
@@ -707,7 +712,7 @@ static void status_done_cb(void *arg, const struct api_error *err, json_object *
 	if (!json_object_object_get_ex(status, "image_ref", &ref) ||
 	    !json_object_is_type(ref, json_type_string) || json_object_get_string_len(ref) == 0) {
 		job_fail(j, "the build finished but the builder reported no image reference",
-			 "this is a builder-side problem: retry the job");
+		         "this is a builder-side problem: retry the job");
 		return;
 	}
 	set_str(&j->rec->image_ref, json_object_get_string(ref));
@@ -715,7 +720,8 @@ static void status_done_cb(void *arg, const struct api_error *err, json_object *
 		register_start(j);
 }
 
-static void follow_end_cb(void *arg, const struct api_error *err, bool done, const char *build_error)
+static void follow_end_cb(void *arg, const struct api_error *err, bool done,
+                          const char *build_error)
 {
 	struct job *j = arg;
 	j->op = NULL;
@@ -737,9 +743,9 @@ static void follow_end_cb(void *arg, const struct api_error *err, bool done, con
 static void remote_follow(struct job *j)
 {
 	static const struct api_follow_cbs cbs = {
-		.on_line = follow_line_cb,
-		.on_reconnect = follow_reconnect_cb,
-		.on_end = follow_end_cb,
+	    .on_line = follow_line_cb,
+	    .on_reconnect = follow_reconnect_cb,
+	    .on_end = follow_end_cb,
 	};
 	j->op = api_build_follow(j->js->d->api, j->rec->build_id, j->rec->last_event_id, &cbs, j);
 }
@@ -750,14 +756,16 @@ static void delete_done_cb(void *arg, const struct api_error *err)
 	j->op = NULL;
 	if (err && ++j->attempts < DELETE_ATTEMPTS) {
 		job_log(j, "build", "cancel not confirmed yet (%s); trying again",
-			err->message ? err->message : "error");
+		        err->message ? err->message : "error");
 		job_after(j, 1.0 * j->attempts, remote_delete);
 		return;
 	}
 	if (err)
-		job_warn(j, "build", "the builder never confirmed the cancel; the build may run on");
+		job_warn(j, "build",
+		         "the builder never confirmed the cancel; the build may run on");
 	else
-		job_log(j, "build", "the builder confirmed the cancel of build %s", j->rec->build_id);
+		job_log(j, "build", "the builder confirmed the cancel of build %s",
+		        j->rec->build_id);
 	job_finish(j, "cancelled", NULL, NULL);
 }
 
@@ -773,11 +781,12 @@ static void alias_done_cb(void *arg, const struct api_error *err)
 	struct job *j = arg;
 	j->op = NULL;
 	if (err) {
-		char *msg = xasprintf("setting the alias failed: %s (snapshot %s is registered)",
-				      err->message ? err->message : "unknown error", j->rec->snapshot_id);
+		char *msg =
+		    xasprintf("setting the alias failed: %s (snapshot %s is registered)",
+		              err->message ? err->message : "unknown error", j->rec->snapshot_id);
 		char *hint = xasprintf("%s%sset it later with: snapbuild snapshots alias %s %s",
-				       err->hint ? err->hint : "", err->hint ? "; " : "",
-				       j->rec->snapshot_id, j->rec->alias);
+		                       err->hint ? err->hint : "", err->hint ? "; " : "",
+		                       j->rec->snapshot_id, j->rec->alias);
 		job_fail(j, msg, hint);
 		free(msg);
 		free(hint);
@@ -789,8 +798,8 @@ static void alias_done_cb(void *arg, const struct api_error *err)
 
 static void alias_start(struct job *j)
 {
-	j->op = api_snapshot_alias(j->js->d->api, j->rec->snapshot_id, j->rec->alias, alias_done_cb,
-				   j);
+	j->op =
+	    api_snapshot_alias(j->js->d->api, j->rec->snapshot_id, j->rec->alias, alias_done_cb, j);
 }
 
 static void registered(struct job *j, json_object *snapshot)
@@ -799,7 +808,7 @@ static void registered(struct job *j, json_object *snapshot)
 	if (!json_object_object_get_ex(snapshot, "id", &id) ||
 	    !json_object_is_type(id, json_type_string)) {
 		job_fail(j, "the management API answered without a snapshot id",
-			 "retry the job; registration is idempotent");
+		         "retry the job; registration is idempotent");
 		return;
 	}
 	set_str(&j->rec->snapshot_id, json_object_get_string(id));
@@ -823,11 +832,11 @@ static void create_done_cb(void *arg, const struct api_error *err, json_object *
 		return;
 	}
 	/* A transport error or 5xx may have hidden a commit: look before creating again. */
-	bool ambiguous = err->status == 0 || err->status >= 500 || err->status == 429 ||
-			 err->status == 408;
+	bool ambiguous =
+	    err->status == 0 || err->status >= 500 || err->status == 429 || err->status == 408;
 	if (ambiguous && ++j->attempts < REGISTER_ATTEMPTS) {
 		job_log(j, "register", "registration answer lost (%s); checking before retrying",
-			err->message ? err->message : "error");
+		        err->message ? err->message : "error");
 		job_after(j, 0.5 * (1 << (j->attempts - 1)), register_lookup);
 		return;
 	}
@@ -843,7 +852,7 @@ static void register_create(struct job *j)
 	}
 	json_object_object_add(tags, "snapbuild.job", json_object_new_string(j->rec->id));
 	j->op = api_snapshot_create(j->js->d->api, j->rec->image_ref, j->rec->architecture,
-				    j->rec->ttl, tags, create_done_cb, j);
+	                            j->rec->ttl, tags, create_done_cb, j);
 	json_object_put(tags);
 }
 
@@ -869,7 +878,8 @@ static void lookup_done_cb(void *arg, const struct api_error *err, json_object *
 
 static void register_lookup(struct job *j)
 {
-	j->op = api_snapshot_find_by_tag(j->js->d->api, "snapbuild.job", j->rec->id, lookup_done_cb, j);
+	j->op =
+	    api_snapshot_find_by_tag(j->js->d->api, "snapbuild.job", j->rec->id, lookup_done_cb, j);
 }
 
 static void register_start(struct job *j)
@@ -944,13 +954,14 @@ static void credentials_done_cb(void *arg, const struct api_error *err, json_obj
 	json_object_object_get_ex(cred, "registry_url", &r);
 	if (!u || !p || !r) {
 		job_fail(j, "the registry credentials lack username, password or registry_url",
-			 "this is an API-side problem: retry the job");
+		         "this is an API-side problem: retry the job");
 		return;
 	}
 	char *path = spool_path(js, j->rec->spool_digest);
 	char *platform = xasprintf("linux/%s", j->rec->architecture);
 	/* Global engine options from the configuration, split on blanks. */
-	char *args_buf = xstrdup(js->d->config->local_engine_args ? js->d->config->local_engine_args : "");
+	char *args_buf =
+	    xstrdup(js->d->config->local_engine_args ? js->d->config->local_engine_args : "");
 	const char *args[33];
 	size_t nargs = 0;
 	for (char *save = NULL, *tok = strtok_r(args_buf, " \t", &save); tok && nargs < 32;
@@ -959,25 +970,25 @@ static void credentials_done_cb(void *arg, const struct api_error *err, json_obj
 	args[nargs] = NULL;
 	const char *env_path = getenv("PATH");
 	struct localbuild_params params = {
-		.engine = js->engine,
-		.archive_path = path,
-		.dockerfile = j->rec->dockerfile,
-		.build_args_json = j->rec->build_args_json,
-		.platform = platform,
-		.registry_url = json_object_get_string(r),
-		.username = json_object_get_string(u),
-		.password = json_object_get_string(p),
-		.image_name = j->rec->image_name,
-		.tmp_root = js->tmp_root,
-		.path_env = env_path ? env_path : "/usr/local/bin:/usr/bin:/bin",
-		.extra_engine_args = args,
-		.isolation = js->d->config->local_isolation,
-		.tls_verify = !registry_is_loopback(json_object_get_string(r)),
+	    .engine = js->engine,
+	    .archive_path = path,
+	    .dockerfile = j->rec->dockerfile,
+	    .build_args_json = j->rec->build_args_json,
+	    .platform = platform,
+	    .registry_url = json_object_get_string(r),
+	    .username = json_object_get_string(u),
+	    .password = json_object_get_string(p),
+	    .image_name = j->rec->image_name,
+	    .tmp_root = js->tmp_root,
+	    .path_env = env_path ? env_path : "/usr/local/bin:/usr/bin:/bin",
+	    .extra_engine_args = args,
+	    .isolation = js->d->config->local_isolation,
+	    .tls_verify = !registry_is_loopback(json_object_get_string(r)),
 	};
 	static const struct localbuild_cbs cbs = {
-		.on_step = local_step_cb,
-		.on_log = local_log_cb,
-		.on_done = local_done_cb,
+	    .on_step = local_step_cb,
+	    .on_log = local_log_cb,
+	    .on_done = local_done_cb,
 	};
 	job_log(j, "auth", "registry credentials issued for %s", json_object_get_string(r));
 	j->lb = localbuild_start(js->d->base, &params, &cbs, j);
@@ -991,12 +1002,12 @@ static void local_start(struct job *j)
 	struct jobs *js = j->js;
 	if (!js->have_engine) {
 		job_fail(j, js->engine_error ? js->engine_error : "no local build engine",
-			 "install buildah, podman or docker, or build remotely (--remote)");
+		         "install buildah, podman or docker, or build remotely (--remote)");
 		return;
 	}
 	if (!spool_exists(js, j->rec->spool_digest)) {
 		job_fail(j, "the packed context is missing from the spool",
-			 "submit the job again from its context");
+		         "submit the job again from its context");
 		return;
 	}
 	if (job_set_state(j, "building") != 0)
@@ -1106,9 +1117,9 @@ static void recover(struct jobs *js, struct store_job *rec)
 			return;
 		}
 		job_fail(j,
-			 "the daemon stopped while packing this job's context, and the context "
-			 "was passed as a file descriptor that cannot be reopened",
-			 "submit the job again");
+		         "the daemon stopped while packing this job's context, and the context "
+		         "was passed as a file descriptor that cannot be reopened",
+		         "submit the job again");
 		return;
 	}
 	if (strcmp(s, "cancelling") == 0) {
@@ -1120,11 +1131,11 @@ static void recover(struct jobs *js, struct store_job *rec)
 		return;
 	}
 	bool needs_spool = strcmp(s, "queued") == 0 || strcmp(s, "uploading") == 0 ||
-			   (strcmp(s, "building") == 0 && (!remote || !rec->build_id)) ||
-			   strcmp(s, "pushing") == 0;
+	                   (strcmp(s, "building") == 0 && (!remote || !rec->build_id)) ||
+	                   strcmp(s, "pushing") == 0;
 	if (needs_spool && !spool_exists(js, rec->spool_digest)) {
 		job_fail(j, "the packed context can no longer be read from the spool",
-			 "submit the job again from its context");
+		         "submit the job again from its context");
 		return;
 	}
 	if (strcmp(s, "queued") == 0) {
@@ -1168,11 +1179,12 @@ static void jobs_retention_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t deleted = 0;
 	char *err = NULL;
 	if (days > 0) {
-		if (store_events_prune(js->d->store, now_seconds() - days * 86400.0, &deleted, &err) != 0)
+		if (store_events_prune(js->d->store, now_seconds() - days * 86400.0, &deleted,
+		                       &err) != 0)
 			log_warnx("deleting old events failed: %s", err);
 		else if (deleted > 0)
 			log_info("deleted %lld events of jobs that ended more than %d days ago",
-				 (long long)deleted, days);
+			         (long long)deleted, days);
 		free(err);
 	}
 	struct timeval tv = {RETENTION_INTERVAL, 0};
@@ -1184,8 +1196,8 @@ int jobs_start(struct jobs *js, char **err)
 	if (mkdir_private(js->spool_dir, err) != 0)
 		return -1;
 	char *eerr = NULL;
-	js->have_engine = engine_detect(js->d->config->local_engine, getenv("PATH"), &js->engine,
-					&eerr) == 0;
+	js->have_engine =
+	    engine_detect(js->d->config->local_engine, getenv("PATH"), &js->engine, &eerr) == 0;
 	js->engine_error = eerr;
 	if (js->have_engine)
 		log_info("local builds: %s", engine_name(js->engine));
@@ -1264,7 +1276,7 @@ static struct job *job_find(struct jobs *js, const char *id)
 }
 
 int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
-		struct store_job **out, char **err)
+                struct store_job **out, char **err)
 {
 	int dirfd = req->dirfd;
 	char *tmpdir = NULL;
@@ -1274,7 +1286,7 @@ int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t
 	r->backend = xstrdup(req->backend);
 	r->architecture = xstrdup(req->architecture);
 	r->context_desc = req->image ? xasprintf("image:%s", req->image)
-				     : xstrdup(req->context_desc ? req->context_desc : "");
+	                             : xstrdup(req->context_desc ? req->context_desc : "");
 	r->image = req->image ? xstrdup(req->image) : NULL;
 	r->dockerfile = xstrdup(req->image ? "Dockerfile" : req->dockerfile);
 	r->alias = req->alias ? xstrdup(req->alias) : NULL;
@@ -1294,7 +1306,7 @@ int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t
 	}
 	struct job *j = job_new(js, r);
 	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)uid, r->backend,
-		 r->context_desc);
+	         r->context_desc);
 	job_log(j, "pack", "packing %s", r->context_desc);
 	*out = store_job_dup(r);
 	job_pack(j, dirfd, tmpdir);
@@ -1303,7 +1315,7 @@ int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t
 }
 
 int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gid,
-	       struct store_job **out, char **err)
+               struct store_job **out, char **err)
 {
 	if (!spool_exists(js, old->spool_digest)) {
 		*err = xstrdup("the packed context of that job is no longer in the spool");
@@ -1330,7 +1342,7 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 	}
 	struct job *j = job_new(js, r);
 	job_log(j, NULL, "retry of job %s with its packed context (sha256 %.12s)", old->id,
-		old->spool_digest);
+	        old->spool_digest);
 	job_set_state(j, "queued");
 	*out = store_job_dup(r);
 	job_enqueue(j);
@@ -1349,7 +1361,8 @@ enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err)
 		return JOBS_CANCEL_OK;
 	j->rec->cancel_requested = 1;
 	log_info("job %s: cancel requested in state %s", id, s);
-	if (strcmp(s, "building") == 0 && strcmp(j->rec->backend, "local") != 0 && j->rec->build_id) {
+	if (strcmp(s, "building") == 0 && strcmp(j->rec->backend, "local") != 0 &&
+	    j->rec->build_id) {
 		if (j->op) {
 			api_op_cancel(j->op);
 			j->op = NULL;
@@ -1385,7 +1398,7 @@ int jobs_get(struct jobs *js, const char *id_or_prefix, struct store_job **out, 
 }
 
 int jobs_events_after(struct jobs *js, const char *id, int64_t after_seq, int limit,
-		      struct store_event **out, size_t *n, char **err)
+                      struct store_event **out, size_t *n, char **err)
 {
 	struct job *j = job_find(js, id);
 	if (j && j->npending)
@@ -1394,7 +1407,7 @@ int jobs_events_after(struct jobs *js, const char *id, int64_t after_seq, int li
 }
 
 struct job_watch *jobs_watch(struct jobs *js, const char *id, const struct job_watch_cbs *cbs,
-			     void *arg)
+                             void *arg)
 {
 	struct job *j = job_find(js, id);
 	if (j == NULL)

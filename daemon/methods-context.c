@@ -66,7 +66,7 @@ static json_object *file_json(const struct pack_file *f)
 	json_object_object_add(o, "size", json_object_new_int64((int64_t)f->size));
 	json_object_object_add(o, "mode", json_object_new_int((int)f->mode));
 	json_object_object_add(o, "type",
-			       json_object_new_string(f->type == 'l' ? "symlink" : "file"));
+	                       json_object_new_string(f->type == 'l' ? "symlink" : "file"));
 	return o;
 }
 
@@ -101,7 +101,8 @@ static void inspect_done_cb(void *arg)
 		return;
 	}
 	if (r->status != PACK_OK) {
-		rpc_reply_error(in->call, SB_ERR_CONTEXT, r->error ? r->error : "packing failed", NULL);
+		rpc_reply_error(in->call, SB_ERR_CONTEXT, r->error ? r->error : "packing failed",
+		                NULL);
 		inspect_free(in);
 		return;
 	}
@@ -147,15 +148,17 @@ static void context_inspect(struct rpc_call *call, json_object *params)
 	if (params) {
 		json_object_object_foreach(params, key, val)
 		{
-			if (strcmp(key, "dockerfile") == 0 && json_object_is_type(val, json_type_string))
+			if (strcmp(key, "dockerfile") == 0 &&
+			    json_object_is_type(val, json_type_string))
 				dockerfile = json_object_get_string(val);
-			else if (strcmp(key, "save") == 0 && json_object_is_type(val, json_type_boolean))
+			else if (strcmp(key, "save") == 0 &&
+			         json_object_is_type(val, json_type_boolean))
 				save = json_object_get_boolean(val);
 			else if (strcmp(key, "list_files") == 0 &&
-				 json_object_is_type(val, json_type_boolean))
+			         json_object_is_type(val, json_type_boolean))
 				list = json_object_get_boolean(val);
 			else if (strcmp(key, "context") == 0 &&
-				 json_object_is_type(val, json_type_string))
+			         json_object_is_type(val, json_type_string))
 				continue;
 			else {
 				char *msg = xasprintf("unknown parameter '%s' or wrong type", key);
@@ -167,15 +170,16 @@ static void context_inspect(struct rpc_call *call, json_object *params)
 	}
 	if (fd < 0 && params && json_object_object_get_ex(params, "context", &v)) {
 		if (rpc_call_peer(call)->uid != geteuid()) {
-			rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
-					     "a context path is accepted only from the daemon's own user",
-					     "pass the directory as a file descriptor (SCM_RIGHTS)");
+			rpc_reply_error_hint(
+			    call, SB_ERR_PERMISSION_DENIED,
+			    "a context path is accepted only from the daemon's own user",
+			    "pass the directory as a file descriptor (SCM_RIGHTS)");
 			goto fail;
 		}
 		fd = open(json_object_get_string(v), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
-			char *msg = xasprintf("cannot open context %s: %s", json_object_get_string(v),
-					      strerror(errno));
+			char *msg = xasprintf("cannot open context %s: %s",
+			                      json_object_get_string(v), strerror(errno));
 			rpc_reply_error(call, SB_ERR_CONTEXT, msg, NULL);
 			free(msg);
 			goto fail;
@@ -183,7 +187,8 @@ static void context_inspect(struct rpc_call *call, json_object *params)
 	}
 	if (fd < 0) {
 		rpc_reply_error(call, JSONRPC_INVALID_PARAMS,
-				"pass the context directory as a file descriptor (SCM_RIGHTS)", NULL);
+		                "pass the context directory as a file descriptor (SCM_RIGHTS)",
+		                NULL);
 		goto fail;
 	}
 	struct inspect *in = xcalloc(1, sizeof(*in));
@@ -205,14 +210,14 @@ static void context_inspect(struct rpc_call *call, json_object *params)
 		return;
 	}
 	in->opts = (struct pack_options){
-		.dirfd = fd,
-		.dockerfile = in->dockerfile,
-		.out_dir = out_dir,
-		.level = 6,
-		.list_files = list,
-		.cancel = &in->cancel,
-		.on_warning = inspect_warning_cb,
-		.arg = in,
+	    .dirfd = fd,
+	    .dockerfile = in->dockerfile,
+	    .out_dir = out_dir,
+	    .level = 6,
+	    .list_files = list,
+	    .cancel = &in->cancel,
+	    .on_warning = inspect_warning_cb,
+	    .arg = in,
 	};
 	rpc_call_set_close_cb(call, inspect_close_cb, in);
 	in->out_dir = out_dir;
@@ -293,12 +298,12 @@ static void context_save(struct rpc_call *call, json_object *params)
 	    !json_object_object_get_ex(params, "sha256", &v) ||
 	    !json_object_is_type(v, json_type_string) || !sha256_hex(json_object_get_string(v))) {
 		rpc_reply_error(call, JSONRPC_INVALID_PARAMS,
-				"'sha256' (from context.inspect with save) is required", NULL);
+		                "'sha256' (from context.inspect with save) is required", NULL);
 		goto fail;
 	}
 	if (fd < 0) {
 		rpc_reply_error(call, JSONRPC_INVALID_PARAMS,
-				"pass the output file as a file descriptor (SCM_RIGHTS)", NULL);
+		                "pass the output file as a file descriptor (SCM_RIGHTS)", NULL);
 		goto fail;
 	}
 	char *dir = saved_dir(d);
@@ -306,7 +311,7 @@ static void context_save(struct rpc_call *call, json_object *params)
 	free(dir);
 	if (access(path, R_OK) != 0) {
 		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, "no saved archive with that sha256",
-				     "run context.inspect with save first");
+		                     "run context.inspect with save first");
 		free(path);
 		goto fail;
 	}
@@ -322,7 +327,7 @@ fail:
 }
 
 const struct rpc_method methods_context[] = {
-	{"context.inspect", context_inspect},
-	{"context.save", context_save},
-	{NULL, NULL},
+    {"context.inspect", context_inspect},
+    {"context.save", context_save},
+    {NULL, NULL},
 };
