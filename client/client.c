@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -36,17 +37,21 @@ const char *sb_default_socket_path(void)
 {
 	static char path[PATH_MAX];
 	const char *v = getenv("SNAPBUILD_SOCKET");
+	struct stat st;
 
 	if (v != NULL && *v != '\0')
 		return v;
 	if (geteuid() == 0)
-		return "/run/snapbuild/snapbuild.sock";
+		return SB_SYSTEM_SOCKET;
 	v = getenv("XDG_RUNTIME_DIR");
 	if (v != NULL && *v == '/')
 		snprintf(path, sizeof(path), "%s/snapbuild/snapbuild.sock", v);
 	else
 		snprintf(path, sizeof(path), "/run/user/%u/snapbuild/snapbuild.sock",
 		         (unsigned)geteuid());
+	/* A user with no daemon of their own uses the system's, when there is one. */
+	if (stat(path, &st) != 0 && stat(SB_SYSTEM_SOCKET, &st) == 0)
+		return SB_SYSTEM_SOCKET;
 	return path;
 }
 
@@ -79,10 +84,12 @@ struct sb_client *sb_client_connect(const char *socket_path, char **err)
 		return NULL;
 	}
 	while (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		if (errno == EINTR)
+		int saved = errno;
+		if (saved == EINTR)
 			continue;
-		sb_set_err(err, "%s", strerror(errno));
+		sb_set_err(err, "%s", strerror(saved));
 		close(fd);
+		errno = saved;
 		return NULL;
 	}
 	c = xcalloc(1, sizeof(*c));

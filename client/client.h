@@ -21,13 +21,17 @@ struct sb_rpc_error {
 
 typedef void (*sb_notify_cb)(void *arg, const char *method, json_object *params);
 
+/* The system daemon's socket (snapbuildd.socket). */
+#define SB_SYSTEM_SOCKET "/run/snapbuild/snapbuild.sock"
+
 /*
- * $SNAPBUILD_SOCKET, else for root /run/snapbuild/snapbuild.sock, else
- * $XDG_RUNTIME_DIR/snapbuild/snapbuild.sock (falling back to /run/user/<uid>/...).
+ * $SNAPBUILD_SOCKET, else for root the system socket, else the user daemon's
+ * $XDG_RUNTIME_DIR/snapbuild/snapbuild.sock (/run/user/<uid>/... without the
+ * variable), or the system socket when only that one exists.
  */
 const char *sb_default_socket_path(void);
 
-/* NULL with *err (malloc'd) set when the daemon cannot be reached. */
+/* NULL with *err (malloc'd) and errno set when the daemon cannot be reached. */
 struct sb_client *sb_client_connect(const char *socket_path, char **err);
 void sb_client_close(struct sb_client *c);
 

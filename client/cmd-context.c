@@ -19,10 +19,10 @@
 
 static int cmd_context_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_context_entry = {
-	.name = "context",
-	.usage = "context [--dockerfile FILE] [--files] [--save FILE] [-o json] DIR",
-	.summary = "show what a build of DIR would send (.dockerignore applied)",
-	.exec = cmd_context_exec,
+    .name = "context",
+    .usage = "[--dockerfile FILE] [--files] [--save FILE] [-o table|json] DIR",
+    .summary = "show what a build of DIR would send (.dockerignore applied)",
+    .exec = cmd_context_exec,
 };
 
 static void print_file(json_object *f)
@@ -33,8 +33,7 @@ static void print_file(json_object *f)
 	free(b);
 }
 
-static int save_archive(struct cmd_ctx *ctx, struct sb_client *c, const char *sha,
-			const char *path)
+static int save_archive(struct cmd_ctx *ctx, struct sb_client *c, const char *sha, const char *path)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0) {
@@ -58,9 +57,12 @@ static int save_archive(struct cmd_ctx *ctx, struct sb_client *c, const char *sh
 static int cmd_context_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-		{"dockerfile", required_argument, NULL, 'f'}, {"files", no_argument, NULL, 'l'},
-		{"save", required_argument, NULL, 's'},	      {"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
+	    {"dockerfile", required_argument, NULL, 'f'},
+	    {"files", no_argument, NULL, 'l'},
+	    {"save", required_argument, NULL, 's'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	json_object *params = json_object_new_object();
 	const char *save = NULL;
@@ -70,7 +72,8 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	while ((opt = getopt_long(ctx->argc, ctx->argv, "f:s:o:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
-			json_object_object_add(params, "dockerfile", json_object_new_string(optarg));
+			json_object_object_add(params, "dockerfile",
+			                       json_object_new_string(optarg));
 			break;
 		case 'l':
 			files = true;
@@ -81,11 +84,13 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "save", json_object_new_boolean(1));
 			break;
 		case 'o':
-			ctx->json = strcmp(optarg, "json") == 0;
+			if (cmd_set_output(ctx, &cmd_context_entry, optarg) != CMD_EXIT_OK) {
+				json_object_put(params);
+				return CMD_EXIT_USAGE;
+			}
 			break;
 		case 'h':
-			printf("usage: snapbuild %s\n\n%s\n", cmd_context_entry.usage,
-			       cmd_context_entry.summary);
+			cmd_print_usage(&cmd_context_entry, stdout);
 			json_object_put(params);
 			return 0;
 		default:
@@ -101,7 +106,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
 		fprintf(stderr, "snapbuild: cannot open context directory %s: %s\n", dir,
-			strerror(errno));
+		        strerror(errno));
 		json_object_put(params);
 		return 1;
 	}
@@ -118,15 +123,18 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 		printf("%lld files, %s\n", (long long)json_int(res, "file_count"), total);
 		free(total);
 		json_object *arr = NULL;
-		if (json_object_object_get_ex(res, "largest", &arr) && json_object_array_length(arr)) {
+		if (json_object_object_get_ex(res, "largest", &arr) &&
+		    json_object_array_length(arr)) {
 			printf("largest files:\n");
 			for (size_t i = 0; i < json_object_array_length(arr); i++)
 				print_file(json_object_array_get_idx(arr, i));
 		}
-		if (json_object_object_get_ex(res, "excluded", &arr) && json_object_array_length(arr)) {
+		if (json_object_object_get_ex(res, "excluded", &arr) &&
+		    json_object_array_length(arr)) {
 			printf("excluded by .dockerignore:\n");
 			for (size_t i = 0; i < json_object_array_length(arr); i++)
-				printf("  %s\n", json_object_get_string(json_object_array_get_idx(arr, i)));
+				printf("  %s\n",
+				       json_object_get_string(json_object_array_get_idx(arr, i)));
 		}
 		if (json_object_object_get_ex(res, "warnings", &arr))
 			for (size_t i = 0; i < json_object_array_length(arr); i++)

@@ -67,8 +67,8 @@ static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 		const char *alias = json_str(job, "alias");
 		if (live) {
 			bool color = output_color(stdout);
-			printf("%s✔%s Snapshot created: %s", color ? "\033[32m" : "", color ? "\033[0m" : "",
-			       json_str(job, "snapshot_id"));
+			printf("%s✔%s Snapshot created: %s", color ? "\033[32m" : "",
+			       color ? "\033[0m" : "", json_str(job, "snapshot_id"));
 			if (*alias)
 				printf(" (%s)", alias);
 			printf("\n");
@@ -91,34 +91,35 @@ static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 static int cmd_create_exec(struct cmd_ctx *ctx);
 
 const struct cmd_entry cmd_create_entry = {
-	.name = "create",
-	.alias = NULL,
-	.usage = "create [--context DIR | --image IMAGE] [--dockerfile FILE] [--alias ALIAS]\n"
-		 "       [--tag K=V]... [--build-arg K=V]... [--ttl SECONDS] [--cache-key KEY]\n"
-		 "       [--local | --remote] [--arch amd64|arm64] [--detach] [--ci] [-o json]",
-	.summary = "build a context (or an image) into a snapshot",
-	.exec = cmd_create_exec,
+    .name = "create",
+    .alias = NULL,
+    .usage = "[--context DIR | --image IMAGE] [--dockerfile FILE]\n"
+             "                        [--alias ALIAS] [--tag K=V]... [--build-arg K=V]...\n"
+             "                        [--ttl SECONDS] [--cache-key KEY] [--local | --remote]\n"
+             "                        [--arch amd64|arm64] [--detach] [--ci] [-o table|json]",
+    .summary = "build a context (or an image) into a snapshot",
+    .exec = cmd_create_exec,
 };
 
 static int cmd_create_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-		{"context", required_argument, NULL, 'c'},
-		{"dockerfile", required_argument, NULL, 'f'},
-		{"image", required_argument, NULL, 'i'},
-		{"alias", required_argument, NULL, 'a'},
-		{"cache-key", required_argument, NULL, 'k'},
-		{"ci", no_argument, NULL, 'C'},
-		{"ttl", required_argument, NULL, 't'},
-		{"tag", required_argument, NULL, 'T'},
-		{"build-arg", required_argument, NULL, 'b'},
-		{"local", no_argument, NULL, 'L'},
-		{"remote", no_argument, NULL, 'R'},
-		{"arch", required_argument, NULL, 'A'},
-		{"detach", no_argument, NULL, 'd'},
-		{"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"context", required_argument, NULL, 'c'},
+	    {"dockerfile", required_argument, NULL, 'f'},
+	    {"image", required_argument, NULL, 'i'},
+	    {"alias", required_argument, NULL, 'a'},
+	    {"cache-key", required_argument, NULL, 'k'},
+	    {"ci", no_argument, NULL, 'C'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"tag", required_argument, NULL, 'T'},
+	    {"build-arg", required_argument, NULL, 'b'},
+	    {"local", no_argument, NULL, 'L'},
+	    {"remote", no_argument, NULL, 'R'},
+	    {"arch", required_argument, NULL, 'A'},
+	    {"detach", no_argument, NULL, 'd'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *context = NULL, *image = NULL;
 	bool ci = false, detach = false;
@@ -140,7 +141,8 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "image", json_object_new_string(optarg));
 			break;
 		case 'f':
-			json_object_object_add(params, "dockerfile", json_object_new_string(optarg));
+			json_object_object_add(params, "dockerfile",
+			                       json_object_new_string(optarg));
 			break;
 		case 'a':
 			json_object_object_add(params, "alias", json_object_new_string(optarg));
@@ -156,9 +158,10 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			errno = 0;
 			long long ttl = strtoll(optarg, &end, 10);
 			if (errno || *end || ttl < 1) {
-				rc = cmd_usage_error(&cmd_create_entry,
-						     "--ttl takes a number of seconds (1 or more), not '%s'",
-						     optarg);
+				rc = cmd_usage_error(
+				    &cmd_create_entry,
+				    "--ttl takes a number of seconds (1 or more), not '%s'",
+				    optarg);
 				goto out;
 			}
 			json_object_object_add(params, "ttl", json_object_new_int64(ttl));
@@ -166,39 +169,38 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		}
 		case 'T':
 			if (!add_pair(tags, optarg)) {
-				rc = cmd_usage_error(&cmd_create_entry, "--tag takes KEY=VALUE, not '%s'",
-						     optarg);
+				rc = cmd_usage_error(&cmd_create_entry,
+				                     "--tag takes KEY=VALUE, not '%s'", optarg);
 				goto out;
 			}
 			break;
 		case 'b':
 			if (!add_pair(args, optarg)) {
 				rc = cmd_usage_error(&cmd_create_entry,
-						     "--build-arg takes KEY=VALUE, not '%s'", optarg);
+				                     "--build-arg takes KEY=VALUE, not '%s'",
+				                     optarg);
 				goto out;
 			}
 			break;
 		case 'L':
 		case 'R':
-			json_object_object_add(params, "backend",
-					       json_object_new_string(opt == 'L' ? "local" : "remote"));
+			json_object_object_add(
+			    params, "backend",
+			    json_object_new_string(opt == 'L' ? "local" : "remote"));
 			break;
 		case 'A':
-			json_object_object_add(params, "architecture", json_object_new_string(optarg));
+			json_object_object_add(params, "architecture",
+			                       json_object_new_string(optarg));
 			break;
 		case 'd':
 			detach = true;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
-				rc = cmd_usage_error(&cmd_create_entry, "-o takes json or text");
+			if ((rc = cmd_set_output(ctx, &cmd_create_entry, optarg)) != CMD_EXIT_OK)
 				goto out;
-			}
-			ctx->json = strcmp(optarg, "json") == 0;
 			break;
 		case 'h':
-			printf("usage: snapbuild %s\n\n%s\n", cmd_create_entry.usage,
-			       cmd_create_entry.summary);
+			cmd_print_usage(&cmd_create_entry, stdout);
 			rc = 0;
 			goto out;
 		default:
@@ -207,7 +209,8 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		}
 	}
 	if (optind < ctx->argc) {
-		rc = cmd_usage_error(&cmd_create_entry, "unexpected argument '%s'", ctx->argv[optind]);
+		rc = cmd_usage_error(&cmd_create_entry, "unexpected argument '%s'",
+		                     ctx->argv[optind]);
 		goto out;
 	}
 	if (context && image) {
@@ -223,13 +226,14 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			context = ".";
 		dirfd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dirfd < 0) {
-			fprintf(stderr, "snapbuild: cannot open context directory %s: %s\n", context,
-				strerror(errno));
+			fprintf(stderr, "snapbuild: cannot open context directory %s: %s\n",
+			        context, strerror(errno));
 			rc = 1;
 			goto out;
 		}
 		char *abs = realpath(context, NULL);
-		json_object_object_add(params, "context", json_object_new_string(abs ? abs : context));
+		json_object_object_add(params, "context",
+		                       json_object_new_string(abs ? abs : context));
 		free(abs);
 	}
 
@@ -271,9 +275,10 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		fprintf(stderr, "snapbuild: %s\n", rerr.message);
 		rc = 1;
 	} else {
-		fprintf(stderr, "snapbuild: lost the daemon while following job %s: %s\n"
-				"  the job goes on; follow it with: snapbuild logs -f %s\n",
-			id, err, id);
+		fprintf(stderr,
+		        "snapbuild: lost the daemon while following job %s: %s\n"
+		        "  the job goes on; follow it with: snapbuild logs -f %s\n",
+		        id, err, id);
 		rc = 3;
 	}
 	sb_rpc_error_clear(&rerr);

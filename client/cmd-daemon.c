@@ -64,6 +64,8 @@ static int cmd_daemon_exec(struct cmd_ctx *ctx)
 	json_object *r = NULL;
 	int rc;
 
+	if (cmd_help_wanted(ctx, &cmd_daemon_entry))
+		return CMD_EXIT_OK;
 	if (ctx->argc < 2)
 		return cmd_usage_error(&cmd_daemon_entry, "missing subcommand");
 	if (strcmp(ctx->argv[1], "info") != 0)
@@ -86,7 +88,7 @@ static int cmd_daemon_exec(struct cmd_ctx *ctx)
 const struct cmd_entry cmd_daemon_entry = {
     .name = "daemon",
     .alias = NULL,
-    .usage = "info",
-    .summary = "Show the daemon's version, socket, state directory, services and queue",
+    .usage = "info [-o table|json]",
+    .summary = "show the daemon's version, socket, state directory, services and queue",
     .exec = cmd_daemon_exec,
 };

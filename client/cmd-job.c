@@ -17,17 +17,18 @@
 static int job_opts(struct cmd_ctx *ctx, const struct cmd_entry *e)
 {
 	static const struct option opts[] = {
-		{"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	int opt;
 	optind = 0;
 	while ((opt = getopt_long(ctx->argc, ctx->argv, "o:h", opts, NULL)) != -1) {
 		if (opt == 'o') {
-			ctx->json = strcmp(optarg, "json") == 0;
+			if (cmd_set_output(ctx, e, optarg) != CMD_EXIT_OK)
+				return CMD_EXIT_USAGE;
 		} else if (opt == 'h') {
-			printf("usage: snapbuild %s\n\n%s\n", e->usage, e->summary);
+			cmd_print_usage(e, stdout);
 			return 0;
 		} else {
 			return cmd_usage_error(e, "unknown option");
@@ -73,14 +74,15 @@ void cmd_print_job(json_object *j)
 	json_object *tags = NULL;
 	if (json_object_object_get_ex(j, "tags", &tags) && json_object_object_length(tags)) {
 		printf("  %-13s", "tags:");
-		json_object_object_foreach(tags, k, v) printf(" %s=%s", k, json_object_get_string(v));
+		json_object_object_foreach(tags, k, v)
+		    printf(" %s=%s", k, json_object_get_string(v));
 		printf("\n");
 	}
 	json_object *a = NULL;
 	if (json_object_object_get_ex(j, "archive", &a) && a) {
 		char *b = output_bytes((uint64_t)json_int(a, "bytes"));
-		printf("  %-13s %lld files, %s gzip'd, sha256 %s\n", "archive:",
-		       (long long)json_int(a, "files"), b, json_str(a, "sha256"));
+		printf("  %-13s %lld files, %s gzip'd, sha256 %s\n",
+		       "archive:", (long long)json_int(a, "files"), b, json_str(a, "sha256"));
 		free(b);
 	}
 	print_field("build id:", json_str(j, "build_id"));
@@ -95,10 +97,10 @@ void cmd_print_job(json_object *j)
 
 static int cmd_inspect_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_inspect_entry = {
-	.name = "inspect",
-	.usage = "inspect [-o json] JOB",
-	.summary = "show a job's details",
-	.exec = cmd_inspect_exec,
+    .name = "inspect",
+    .usage = "[-o table|json] JOB",
+    .summary = "show a job's details",
+    .exec = cmd_inspect_exec,
 };
 
 static int cmd_inspect_exec(struct cmd_ctx *ctx)
@@ -125,10 +127,10 @@ static int cmd_inspect_exec(struct cmd_ctx *ctx)
 
 static int cmd_wait_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_wait_entry = {
-	.name = "wait",
-	.usage = "wait [-o json] JOB",
-	.summary = "wait for a job to finish (exit 0 only if it succeeded)",
-	.exec = cmd_wait_exec,
+    .name = "wait",
+    .usage = "[-o table|json] JOB",
+    .summary = "wait for a job to finish (exit 0 only if it succeeded)",
+    .exec = cmd_wait_exec,
 };
 
 static int cmd_wait_exec(struct cmd_ctx *ctx)
@@ -162,10 +164,10 @@ static int cmd_wait_exec(struct cmd_ctx *ctx)
 
 static int cmd_cancel_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_cancel_entry = {
-	.name = "cancel",
-	.usage = "cancel JOB...",
-	.summary = "cancel jobs (a running remote build is deleted on the builder)",
-	.exec = cmd_cancel_exec,
+    .name = "cancel",
+    .usage = "[-o table|json] JOB...",
+    .summary = "cancel jobs (a running remote build is deleted on the builder)",
+    .exec = cmd_cancel_exec,
 };
 
 static int cmd_cancel_exec(struct cmd_ctx *ctx)
@@ -196,10 +198,10 @@ static int cmd_cancel_exec(struct cmd_ctx *ctx)
 
 static int cmd_retry_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_retry_entry = {
-	.name = "retry",
-	.usage = "retry [-o json] JOB",
-	.summary = "run a finished job again from its packed context (prints the new job id)",
-	.exec = cmd_retry_exec,
+    .name = "retry",
+    .usage = "[-o table|json] JOB",
+    .summary = "run a finished job again from its packed context (prints the new job id)",
+    .exec = cmd_retry_exec,
 };
 
 static int cmd_retry_exec(struct cmd_ctx *ctx)

@@ -16,20 +16,23 @@
 static int cmd_jobs_exec(struct cmd_ctx *ctx);
 
 const struct cmd_entry cmd_jobs_entry = {
-	.name = "jobs",
-	.alias = "ls",
-	.usage = "jobs [--state STATE]... [--limit N] [--cursor C] [--all-users] [-o json]",
-	.summary = "list build jobs, newest first",
-	.exec = cmd_jobs_exec,
+    .name = "jobs",
+    .alias = "ls",
+    .usage = "[--state STATE]... [--limit N] [--cursor C] [--all-users] [-o table|json]",
+    .summary = "list build jobs, newest first",
+    .exec = cmd_jobs_exec,
 };
 
 static int cmd_jobs_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-		{"state", required_argument, NULL, 's'}, {"limit", required_argument, NULL, 'n'},
-		{"cursor", required_argument, NULL, 'c'}, {"all-users", no_argument, NULL, 'a'},
-		{"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"state", required_argument, NULL, 's'},
+	    {"limit", required_argument, NULL, 'n'},
+	    {"cursor", required_argument, NULL, 'c'},
+	    {"all-users", no_argument, NULL, 'a'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	json_object *params = json_object_new_object(), *states = json_object_new_array();
 	int opt;
@@ -49,10 +52,14 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "all_users", json_object_new_boolean(1));
 			break;
 		case 'o':
-			ctx->json = strcmp(optarg, "json") == 0;
+			if (cmd_set_output(ctx, &cmd_jobs_entry, optarg) != CMD_EXIT_OK) {
+				json_object_put(params);
+				json_object_put(states);
+				return CMD_EXIT_USAGE;
+			}
 			break;
 		case 'h':
-			printf("usage: snapbuild %s\n\n%s\n", cmd_jobs_entry.usage, cmd_jobs_entry.summary);
+			cmd_print_usage(&cmd_jobs_entry, stdout);
 			json_object_put(params);
 			json_object_put(states);
 			return 0;
@@ -88,12 +95,16 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 		char *state = xstrdup(json_str(j, "state"));
 		if (json_int(j, "queue_position") > 0) {
 			free(state);
-			state = xasprintf("queued (#%lld)", (long long)json_int(j, "queue_position"));
+			state =
+			    xasprintf("queued (#%lld)", (long long)json_int(j, "queue_position"));
 		}
 		const char *cells[] = {
-			json_str(j, "id"), state, json_str(j, "backend"),
-			*json_str(j, "alias") ? json_str(j, "alias") : "-",
-			*json_str(j, "snapshot_id") ? json_str(j, "snapshot_id") : "-", age,
+		    json_str(j, "id"),
+		    state,
+		    json_str(j, "backend"),
+		    *json_str(j, "alias") ? json_str(j, "alias") : "-",
+		    *json_str(j, "snapshot_id") ? json_str(j, "snapshot_id") : "-",
+		    age,
 		};
 		table_add(t, cells);
 		free(age);

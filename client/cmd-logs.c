@@ -1,7 +1,8 @@
 /*
  * snapbuild logs [-f] JOB: a job's events from the start (or after --after SEQ),
  * and with -f the live ones until the job ends.  --raw shows build lines as the
- * builder sent them, colour codes included.
+ * builder sent them, colour codes included; -o json prints each event as the daemon
+ * sent it, one JSON object a line.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -15,28 +16,44 @@
 #include "output.h"
 #include "util.h"
 
+struct logs_out {
+	struct event_printer *printer;
+	bool json;
+};
+
+static void logs_print(struct logs_out *out, json_object *event)
+{
+	if (!out->json) {
+		event_printer_print(out->printer, event);
+		return;
+	}
+	puts(json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN |
+	                                               JSON_C_TO_STRING_NOSLASHESCAPE));
+	fflush(stdout);
+}
+
 static void notify_cb(void *arg, const char *method, json_object *params)
 {
 	if (strcmp(method, "build.event") == 0)
-		event_printer_print(arg, params);
+		logs_print(arg, params);
 }
 
 static int cmd_logs_exec(struct cmd_ctx *ctx);
 
 const struct cmd_entry cmd_logs_entry = {
-	.name = "logs",
-	.alias = NULL,
-	.usage = "logs [-f|--follow] [--raw] [--after SEQ] JOB",
-	.summary = "show a job's log (and follow it live with -f)",
-	.exec = cmd_logs_exec,
+    .name = "logs",
+    .alias = NULL,
+    .usage = "[-f|--follow] [--raw] [--after SEQ] [-o table|json] JOB",
+    .summary = "show a job's log (and follow it live with -f)",
+    .exec = cmd_logs_exec,
 };
 
 static int cmd_logs_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-		{"follow", no_argument, NULL, 'f'}, {"raw", no_argument, NULL, 'r'},
-		{"after", required_argument, NULL, 'a'}, {"output", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+	    {"follow", no_argument, NULL, 'f'},      {"raw", no_argument, NULL, 'r'},
+	    {"after", required_argument, NULL, 'a'}, {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
 	};
 	bool follow = false, raw = false;
 	long long after = 0;
@@ -54,10 +71,11 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 			after = atoll(optarg);
 			break;
 		case 'o':
-			ctx->json = strcmp(optarg, "json") == 0;
+			if (cmd_set_output(ctx, &cmd_logs_entry, optarg) != CMD_EXIT_OK)
+				return CMD_EXIT_USAGE;
 			break;
 		case 'h':
-			printf("usage: snapbuild %s\n\n%s\n", cmd_logs_entry.usage, cmd_logs_entry.summary);
+			cmd_print_usage(&cmd_logs_entry, stdout);
 			return 0;
 		default:
 			return cmd_usage_error(&cmd_logs_entry, "unknown option");
@@ -67,9 +85,12 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 		return cmd_usage_error(&cmd_logs_entry, "give exactly one job id");
 	const char *id = ctx->argv[optind];
 	struct sb_client *c = cmd_connect(ctx);
-	struct event_printer *p = event_printer_new(
-		stdout, raw ? EVENT_STYLE_RAW
-			    : (isatty(STDOUT_FILENO) ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN));
+	struct logs_out out = {
+	    event_printer_new(stdout,
+	                      raw ? EVENT_STYLE_RAW
+	                          : (isatty(STDOUT_FILENO) ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN)),
+	    ctx->json,
+	};
 	int rc = 0;
 	if (follow) {
 		json_object *params = json_object_new_object();
@@ -79,7 +100,8 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 		json_object *res = NULL;
 		struct sb_rpc_error rerr = {0};
 		char *err = NULL;
-		int crc = sb_client_call(c, "build.logs", params, -1, notify_cb, p, &res, &rerr, &err);
+		int crc =
+		    sb_client_call(c, "build.logs", params, -1, notify_cb, &out, &res, &rerr, &err);
 		if (crc == SB_CALL_RPC_ERROR) {
 			fprintf(stderr, "snapbuild: %s\n", rerr.message);
 			rc = 1;
@@ -104,7 +126,7 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 			json_object *evs = NULL;
 			json_object_object_get_ex(res, "events", &evs);
 			for (size_t i = 0; i < json_object_array_length(evs); i++)
-				event_printer_print(p, json_object_array_get_idx(evs, i));
+				logs_print(&out, json_object_array_get_idx(evs, i));
 			after = json_int(res, "last_seq");
 			bool more = false;
 			json_object *m = NULL;
@@ -115,7 +137,7 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 				break;
 		}
 	}
-	event_printer_free(p);
+	event_printer_free(out.printer);
 	sb_client_close(c);
 	return rc;
 }

@@ -32,18 +32,21 @@ static long long parse_duration(const char *s)
 
 static int cmd_prune_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_prune_entry = {
-	.name = "prune",
-	.usage = "prune [--older-than DURATION] [--all-users]   (DURATION: 90s, 15m, 12h, 7d)",
-	.summary = "delete finished jobs, their logs and unused packed contexts",
-	.exec = cmd_prune_exec,
+    .name = "prune",
+    .usage =
+        "[--older-than DURATION] [--all-users] [-o table|json]   (DURATION: 90s, 15m, 12h, 7d)",
+    .summary = "delete finished jobs, their logs and unused packed contexts",
+    .exec = cmd_prune_exec,
 };
 
 static int cmd_prune_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-		{"older-than", required_argument, NULL, 't'}, {"all-users", no_argument, NULL, 'a'},
-		{"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"older-than", required_argument, NULL, 't'},
+	    {"all-users", no_argument, NULL, 'a'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	json_object *params = json_object_new_object();
 	int opt;
@@ -55,9 +58,9 @@ static int cmd_prune_exec(struct cmd_ctx *ctx)
 			secs = parse_duration(optarg);
 			if (secs < 0) {
 				json_object_put(params);
-				return cmd_usage_error(&cmd_prune_entry,
-						       "--older-than takes 90s, 15m, 12h or 7d, not '%s'",
-						       optarg);
+				return cmd_usage_error(
+				    &cmd_prune_entry,
+				    "--older-than takes 90s, 15m, 12h or 7d, not '%s'", optarg);
 			}
 			json_object_object_add(params, "older_than", json_object_new_int64(secs));
 			break;
@@ -65,11 +68,13 @@ static int cmd_prune_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "all_users", json_object_new_boolean(1));
 			break;
 		case 'o':
-			ctx->json = strcmp(optarg, "json") == 0;
+			if (cmd_set_output(ctx, &cmd_prune_entry, optarg) != CMD_EXIT_OK) {
+				json_object_put(params);
+				return CMD_EXIT_USAGE;
+			}
 			break;
 		case 'h':
-			printf("usage: snapbuild %s\n\n%s\n", cmd_prune_entry.usage,
-			       cmd_prune_entry.summary);
+			cmd_print_usage(&cmd_prune_entry, stdout);
 			json_object_put(params);
 			return 0;
 		default:
@@ -79,7 +84,8 @@ static int cmd_prune_exec(struct cmd_ctx *ctx)
 	}
 	if (optind != ctx->argc) {
 		json_object_put(params);
-		return cmd_usage_error(&cmd_prune_entry, "unexpected argument '%s'", ctx->argv[optind]);
+		return cmd_usage_error(&cmd_prune_entry, "unexpected argument '%s'",
+		                       ctx->argv[optind]);
 	}
 	struct sb_client *c = cmd_connect(ctx);
 	json_object *res = NULL;

@@ -38,7 +38,7 @@ const struct cmd_entry cmd_snapshots_entry = {
     .name = "snapshots",
     .alias = "snapshot",
     .usage = "list|get|alias|unalias|retire [ARGS]",
-    .summary = "list, show, alias and retire snapshots (`snapbuild snapshots help`)",
+    .summary = "list, show, alias and retire snapshots (`snapbuild snapshots --help`)",
     .exec = cmd_snapshots_exec,
 };
 
@@ -72,9 +72,9 @@ static int snap_usage_error(const struct snap_sub *s, const char *fmt, ...)
 }
 
 /*
- * getopt_long over a subcommand's arguments (argv[0] is its name; -o and --help never
- * get here: snapbuild's main takes them first).  Returns -1 to go on with optind at
- * the first operand, else the exit code of a usage error.
+ * getopt_long over a subcommand's arguments (argv[0] is its name; -o never gets here,
+ * snapbuild's main takes it first, nor does --help, cmd_snapshots_exec's).  Returns -1
+ * to go on with optind at the first operand, else the exit code of a usage error.
  */
 static int snap_opts(const struct snap_sub *s, int argc, char **argv, const struct option *opts,
                      const char *shorts, int (*on_opt)(void *arg, int opt, const char *val),
@@ -631,16 +631,16 @@ static int snap_retire(struct cmd_ctx *ctx, int argc, char **argv)
 static int snap_help(struct cmd_ctx *ctx, int argc, char **argv);
 
 static const struct snap_sub snap_subs[] = {
-    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [-o json|text]",
+    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [-o table|json]",
      "list snapshots, newest first: all pages through $PAGER on a terminal, one page "
      "otherwise",
      snap_list},
-    {"get", "ID|@ALIAS [-o json]", "show a snapshot: identity, storage, retention and lifecycle",
-     snap_get},
-    {"alias", "ID|@ALIAS ALIAS [-o json]",
+    {"get", "[-o table|json] ID|@ALIAS",
+     "show a snapshot: identity, storage, retention and lifecycle", snap_get},
+    {"alias", "[-o table|json] ID|@ALIAS ALIAS",
      "point ALIAS (tag or namespace@tag) at a snapshot, moving it if it exists", snap_alias},
-    {"unalias", "ALIAS [-o json]", "remove an alias", snap_unalias},
-    {"retire", "ID|@ALIAS [-o json]", "retire a snapshot: no new sandboxes start from it",
+    {"unalias", "[-o table|json] ALIAS", "remove an alias", snap_unalias},
+    {"retire", "[-o table|json] ID|@ALIAS", "retire a snapshot: no new sandboxes start from it",
      snap_retire},
     {"help", "[SUBCOMMAND]", "show this help, or one subcommand's", snap_help},
 };
@@ -655,9 +655,30 @@ static const struct snap_sub *snap_sub_find(const char *name)
 	return NULL;
 }
 
+static int snap_unknown(const char *name)
+{
+	const char *names[SNAP_NSUBS + 1];
+	const char *near;
+
+	for (size_t i = 0; i < SNAP_NSUBS; i++)
+		names[i] = snap_subs[i].name;
+	names[SNAP_NSUBS] = NULL;
+	near = cmd_closest(name, names);
+	if (near != NULL)
+		fprintf(stderr,
+		        "snapbuild snapshots: unknown subcommand '%s'; did you mean '%s'?\n", name,
+		        near);
+	else
+		fprintf(stderr, "snapbuild snapshots: unknown subcommand '%s'\n", name);
+	fprintf(stderr, "See `snapbuild snapshots help` for the list of subcommands.\n");
+	return CMD_EXIT_USAGE;
+}
+
 static void snap_help_all(FILE *fp)
 {
-	fprintf(fp, "usage: snapbuild snapshots SUBCOMMAND [ARGS]   (alias: snapshot)\n\n");
+	fprintf(fp, "usage: snapbuild snapshots SUBCOMMAND [ARGS]   (alias: snapshot)\n"
+	            "       snapbuild snapshots SUBCOMMAND --help   (or: snapbuild snapshots help "
+	            "SUBCOMMAND)\n\n");
 	for (size_t i = 0; i < SNAP_NSUBS; i++)
 		fprintf(fp, "  %s %s\n      %s\n", snap_subs[i].name, snap_subs[i].usage,
 		        snap_subs[i].summary);
@@ -676,14 +697,18 @@ static int snap_help(struct cmd_ctx *ctx, int argc, char **argv)
 		return CMD_EXIT_OK;
 	}
 	s = snap_sub_find(argv[1]);
-	if (s == NULL) {
-		fprintf(stderr, "snapbuild snapshots: unknown subcommand '%s'\n", argv[1]);
-		return CMD_EXIT_USAGE;
-	}
+	if (s == NULL)
+		return snap_unknown(argv[1]);
 	snap_sub_usage(s, stdout);
 	return CMD_EXIT_OK;
 }
 
+static bool snap_is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+/* --help anywhere before a "--" shows the subcommand's usage instead of running it. */
 static int cmd_snapshots_exec(struct cmd_ctx *ctx)
 {
 	const struct snap_sub *s;
@@ -692,11 +717,18 @@ static int cmd_snapshots_exec(struct cmd_ctx *ctx)
 		snap_help_all(stderr);
 		return CMD_EXIT_USAGE;
 	}
+	if (snap_is_help(ctx->argv[1])) {
+		snap_help_all(stdout);
+		return CMD_EXIT_OK;
+	}
 	s = snap_sub_find(ctx->argv[1]);
-	if (s == NULL) {
-		fprintf(stderr, "snapbuild snapshots: unknown subcommand '%s'\n", ctx->argv[1]);
-		snap_help_all(stderr);
-		return CMD_EXIT_USAGE;
+	if (s == NULL)
+		return snap_unknown(ctx->argv[1]);
+	for (int i = 2; i < ctx->argc && strcmp(ctx->argv[i], "--") != 0; i++) {
+		if (snap_is_help(ctx->argv[i])) {
+			snap_sub_usage(s, stdout);
+			return CMD_EXIT_OK;
+		}
 	}
 	return s->exec(ctx, ctx->argc - 1, ctx->argv + 1);
 }

@@ -48,6 +48,8 @@ static int cmd_version_exec(struct cmd_ctx *ctx)
 	json_object *d, *out;
 	char *why = NULL;
 
+	if (cmd_help_wanted(ctx, &cmd_version_entry))
+		return CMD_EXIT_OK;
 	if (ctx->argc > 1)
 		return cmd_usage_error(&cmd_version_entry, "unexpected argument '%s'",
 		                       ctx->argv[1]);
@@ -87,7 +89,7 @@ static int cmd_version_exec(struct cmd_ctx *ctx)
 const struct cmd_entry cmd_version_entry = {
     .name = "version",
     .alias = NULL,
-    .usage = "",
-    .summary = "Show the client's and the daemon's versions",
+    .usage = "[-o table|json]",
+    .summary = "show the client's and the daemon's versions",
     .exec = cmd_version_exec,
 };

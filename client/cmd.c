@@ -5,7 +5,9 @@
  */
 #include "cmd.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +52,22 @@ struct sb_client *cmd_connect(struct cmd_ctx *ctx)
 {
 	char *err = NULL;
 	struct sb_client *c = sb_client_connect(ctx->socket_path, &err);
+	bool system = geteuid() == 0 || strcmp(ctx->socket_path, SB_SYSTEM_SOCKET) == 0;
 
-	if (c == NULL) {
+	if (c == NULL && errno == EACCES) {
+		fprintf(stderr,
+		        "snapbuild: daemon not reachable at %s: %s; the socket is for the group "
+		        "that owns it: join it (`sudo usermod -aG snapbuild $USER`) and log in "
+		        "again\n",
+		        ctx->socket_path, err);
+	} else if (c == NULL) {
 		fprintf(stderr,
 		        "snapbuild: daemon not reachable at %s: %s; start it with `snapbuildd` or "
-		        "`systemctl %sstart snapbuildd.socket`\n",
-		        ctx->socket_path, err, geteuid() == 0 ? "" : "--user ");
+		        "`%ssystemctl %sstart snapbuildd.socket`\n",
+		        ctx->socket_path, err, system && geteuid() != 0 ? "sudo " : "",
+		        system ? "" : "--user ");
+	}
+	if (c == NULL) {
 		free(err);
 		exit(CMD_EXIT_UNREACHABLE);
 	}
@@ -142,6 +154,103 @@ int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
 	return CMD_EXIT_USAGE;
 }
 
+int cmd_output_format(const char *value)
+{
+	if (strcmp(value, "json") == 0)
+		return 1;
+	if (strcmp(value, "table") == 0 || strcmp(value, "text") == 0)
+		return 0;
+	return -1;
+}
+
+int cmd_set_output(struct cmd_ctx *ctx, const struct cmd_entry *e, const char *value)
+{
+	int o = cmd_output_format(value);
+
+	if (o < 0)
+		return cmd_usage_error(e, "unknown output format '%s': use table or json", value);
+	ctx->json = o == 1;
+	return CMD_EXIT_OK;
+}
+
+bool cmd_help_wanted(const struct cmd_ctx *ctx, const struct cmd_entry *e)
+{
+	for (int i = 1; i < ctx->argc && strcmp(ctx->argv[i], "--") != 0; i++) {
+		if (strcmp(ctx->argv[i], "--help") == 0 || strcmp(ctx->argv[i], "-h") == 0) {
+			cmd_print_usage(e, stdout);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Edits (insert, delete, substitute, swap two neighbours) from a to b; words longer
+ * than CMD_WORD_MAX are only ever equal or far apart. */
+#define CMD_WORD_MAX 24
+static size_t cmd_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), d[CMD_WORD_MAX + 1][CMD_WORD_MAX + 1];
+
+	if (la > CMD_WORD_MAX || lb > CMD_WORD_MAX)
+		return strcmp(a, b) == 0 ? 0 : SIZE_MAX;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[la][lb];
+}
+
+const char *cmd_closest(const char *word, const char *const *candidates)
+{
+	/* A short word may be one edit off, a longer one two; a prefix counts as one. */
+	size_t len = strlen(word), limit = len <= 4 ? 1 : 2, best = limit + 1;
+	const char *found = NULL;
+
+	for (const char *const *c = candidates; *c != NULL; c++) {
+		size_t d = len >= 2 && strncmp(*c, word, len) == 0 ? 1 : cmd_distance(word, *c);
+		if (d < best || (d == best && found != NULL && strlen(*c) < strlen(found))) {
+			best = d;
+			found = *c;
+		}
+	}
+	return found;
+}
+
+int cmd_unknown_command(const char *name)
+{
+	const char *names[2 * sizeof(cmd_table) / sizeof(cmd_table[0]) + 1];
+	const char *near;
+	size_t n = 0;
+
+	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++) {
+		names[n++] = (*e)->name;
+		if ((*e)->alias != NULL)
+			names[n++] = (*e)->alias;
+	}
+	names[n] = NULL;
+	near = cmd_closest(name, names);
+	if (near != NULL)
+		fprintf(stderr, "snapbuild: unknown command '%s'; did you mean '%s'?\n", name,
+		        near);
+	else
+		fprintf(stderr, "snapbuild: unknown command '%s'\n", name);
+	fprintf(stderr, "See `snapbuild help` for the list of commands.\n");
+	return CMD_EXIT_USAGE;
+}
+
 void cmd_format_duration(double seconds, char *buf, size_t size)
 {
 	long s = seconds < 0 ? 0 : (long)seconds;
@@ -158,33 +267,34 @@ void cmd_format_duration(double seconds, char *buf, size_t size)
 
 static int cmd_help_exec(struct cmd_ctx *ctx)
 {
+	if (cmd_help_wanted(ctx, &cmd_help_entry))
+		return CMD_EXIT_OK;
 	if (ctx->argc > 2)
 		return cmd_usage_error(&cmd_help_entry, "too many arguments");
 	if (ctx->argc == 2) {
 		const struct cmd_entry *e = cmd_find(ctx->argv[1]);
-		if (e == NULL) {
-			fprintf(stderr, "snapbuild: unknown command '%s' (see `snapbuild help`)\n",
-			        ctx->argv[1]);
-			return CMD_EXIT_USAGE;
-		}
+		if (e == NULL)
+			return cmd_unknown_command(ctx->argv[1]);
 		cmd_print_usage(e, stdout);
 		return CMD_EXIT_OK;
 	}
-	printf("usage: snapbuild [--socket PATH] [-o json|text] COMMAND [ARGS]\n"
+	printf("usage: snapbuild [--socket PATH] [-o table|json] COMMAND [ARGS]\n"
 	       "\n"
 	       "Commands:\n");
 	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++) {
-		char left[64];
-		snprintf(left, sizeof(left), "%s%s%s", (*e)->name, *(*e)->usage ? " " : "",
-		         (*e)->usage);
-		printf("  %-28s %s\n", left, (*e)->summary);
+		char left[32];
+		snprintf(left, sizeof(left), "%s%s%s%s", (*e)->name, (*e)->alias ? " (" : "",
+		         (*e)->alias ? (*e)->alias : "", (*e)->alias ? ")" : "");
+		printf("  %-20s %s\n", left, (*e)->summary);
 	}
 	printf("\n"
 	       "Options:\n"
 	       "  --socket PATH     daemon socket (now %s;\n"
 	       "                    $SNAPBUILD_SOCKET changes the default)\n"
-	       "  -o json|text      output format; -o json prints results verbatim\n"
-	       "                    (accepted after the command too)\n"
+	       "  -o table|json     output format (text is the same as table); -o json\n"
+	       "                    prints results verbatim (accepted after the command too)\n"
+	       "  --version         print the client's version\n"
+	       "  -h, --help        this help\n"
 	       "\n"
 	       "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
 	       "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's usage.\n",
@@ -196,6 +306,6 @@ const struct cmd_entry cmd_help_entry = {
     .name = "help",
     .alias = NULL,
     .usage = "[COMMAND]",
-    .summary = "Show the commands, or one command's usage",
+    .summary = "show the commands, or one command's usage",
     .exec = cmd_help_exec,
 };

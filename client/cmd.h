@@ -69,6 +69,22 @@ int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints the full usage of e to fp. */
 void cmd_print_usage(const struct cmd_entry *e, FILE *fp);
+/*
+ * An output format: 1 for json, 0 for table (text is its synonym, as in the
+ * together-sandbox CLI's -o table|json), -1 for anything else.
+ */
+int cmd_output_format(const char *value);
+/* Sets ctx->json from -o's value for e; a bad value is a usage error (returns 2), else 0. */
+int cmd_set_output(struct cmd_ctx *ctx, const struct cmd_entry *e, const char *value);
+/*
+ * For commands without getopt: true, after printing e's usage to stdout, when -h or
+ * --help is among the command's arguments (before any "--").
+ */
+bool cmd_help_wanted(const struct cmd_ctx *ctx, const struct cmd_entry *e);
+/* The candidate closest to word (a typo or an unambiguous prefix), or NULL if none is. */
+const char *cmd_closest(const char *word, const char *const *candidates);
+/* "unknown command" for name, with the nearest command if any; returns 2. */
+int cmd_unknown_command(const char *name);
 /* "3m 12s"-style rendering of a duration in seconds. */
 void cmd_format_duration(double seconds, char *buf, size_t size);
 

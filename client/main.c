@@ -1,10 +1,12 @@
 /*
  * snapbuild: global options, then one command from the table in cmd.c.
  *
- *   snapbuild [--socket PATH] [-o json|text] COMMAND [ARGS] [-o json]
+ *   snapbuild [--socket PATH] [-o table|json] COMMAND [ARGS] [-o table|json]
  *
- * `-o` and `--help` are also taken after the command (before a `--`), so they can be
- * appended to any command line.
+ * `-o` is also taken after the command (before a `--`), so it can be appended to any
+ * command line.  `--help` is ours only before the command name (`snapbuild --help
+ * create` is `snapbuild help create`); after it, it belongs to the command, which may
+ * have subcommands with usages of their own (`snapbuild snapshots list --help`).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -13,10 +15,11 @@
 
 #include "cmd.h"
 #include "protocol.h"
+#include "util.h"
 
 static void main_usage(FILE *fp)
 {
-	fprintf(fp, "usage: snapbuild [--socket PATH] [-o json|text] COMMAND [ARGS]\n"
+	fprintf(fp, "usage: snapbuild [--socket PATH] [-o table|json] COMMAND [ARGS]\n"
 	            "Try `snapbuild help`.\n");
 }
 
@@ -24,16 +27,6 @@ static void main_interrupt_cb(int sig)
 {
 	(void)sig;
 	cmd_interrupted = 1;
-}
-
-/* Parses "json"/"text"; -1 if neither. */
-static int main_output(const char *v)
-{
-	if (strcmp(v, "json") == 0)
-		return 1;
-	if (strcmp(v, "text") == 0)
-		return 0;
-	return -1;
 }
 
 /*
@@ -47,7 +40,7 @@ static int main_output_option(int argc, char **argv, int i, bool *json)
 
 	if (strcmp(a, "-o") == 0 || strcmp(a, "--output") == 0) {
 		if (i + 1 >= argc) {
-			fprintf(stderr, "snapbuild: %s needs a value: json or text\n", a);
+			fprintf(stderr, "snapbuild: %s needs a value: table or json\n", a);
 			return -1;
 		}
 		v = argv[i + 1];
@@ -61,9 +54,9 @@ static int main_output_option(int argc, char **argv, int i, bool *json)
 	} else {
 		return 0;
 	}
-	o = main_output(v);
+	o = cmd_output_format(v);
 	if (o < 0) {
-		fprintf(stderr, "snapbuild: unknown output format '%s': use json or text\n", v);
+		fprintf(stderr, "snapbuild: unknown output format '%s': use table or json\n", v);
 		return -1;
 	}
 	*json = o == 1;
@@ -117,16 +110,15 @@ int main(int argc, char **argv)
 		return CMD_EXIT_USAGE;
 	}
 	e = cmd_find(argv[i]);
-	if (e == NULL) {
-		fprintf(stderr, "snapbuild: unknown command '%s' (see `snapbuild help`)\n",
-		        argv[i]);
-		return CMD_EXIT_USAGE;
+	if (e == NULL)
+		return cmd_unknown_command(argv[i]);
+	if (help) {
+		cmd_print_usage(e, stdout);
+		return CMD_EXIT_OK;
 	}
 
-	/* The command's own arguments, minus output and help options before any "--". */
-	ctx.argv = calloc((size_t)(argc - i + 1), sizeof(char *));
-	if (ctx.argv == NULL)
-		return CMD_EXIT_FAILURE;
+	/* The command's own arguments, minus output options before any "--". */
+	ctx.argv = xcalloc((size_t)(argc - i + 1), sizeof(char *));
 	ctx.argv[0] = argv[i];
 	k = 1;
 	for (int j = i + 1; j < argc; j++) {
@@ -134,10 +126,6 @@ int main(int argc, char **argv)
 			while (j < argc)
 				ctx.argv[k++] = argv[j++];
 			break;
-		}
-		if (strcmp(argv[j], "--help") == 0 || strcmp(argv[j], "-h") == 0) {
-			help = true;
-			continue;
 		}
 		n = main_output_option(argc, argv, j, &ctx.json);
 		if (n < 0) {
@@ -151,11 +139,6 @@ int main(int argc, char **argv)
 		ctx.argv[k++] = argv[j];
 	}
 	ctx.argc = k;
-	if (help) {
-		cmd_print_usage(e, stdout);
-		free(ctx.argv);
-		return CMD_EXIT_OK;
-	}
 
 	/* No SA_RESTART: a blocking read must return so the command can stop cleanly. */
 	memset(&sa, 0, sizeof(sa));

@@ -100,7 +100,7 @@ _snapbuild()
 			_snapbuild_files socket
 			;;
 		*:-o | *:--output)
-			COMPREPLY=($(compgen -W "json text" -- "$cur"))
+			COMPREPLY=($(compgen -W "table json" -- "$cur"))
 			;;
 		create:--context)
 			_snapbuild_files dir
@@ -121,7 +121,7 @@ _snapbuild()
 
 	if [[ -z $command ]]; then
 		if [[ $cur == -* ]]; then
-			COMPREPLY=($(compgen -W "--socket -o --output --json --help --version" -- "$cur"))
+			COMPREPLY=($(compgen -W "--socket -o --output --json -h --help --version" -- "$cur"))
 		else
 			COMPREPLY=($(compgen -W "$commands" -- "$cur"))
 		fi
@@ -146,6 +146,7 @@ _snapbuild()
 		((${#args[@]} == 0)) && jobs=1
 		;;
 	cancel)
+		opts+=" -o"
 		jobs=1
 		;;
 	prune)
@@ -161,7 +162,11 @@ _snapbuild()
 	snapshots | snapshot)
 		case ${args[0]-} in
 		"")
-			COMPREPLY=($(compgen -W "list get alias unalias retire help" -- "$cur"))
+			if [[ $cur == -* ]]; then
+				COMPREPLY=($(compgen -W "--help" -- "$cur"))
+			else
+				COMPREPLY=($(compgen -W "list get alias unalias retire help" -- "$cur"))
+			fi
 			return
 			;;
 		list) opts+=" --limit --cursor --exclude-retired --tag -o" ;;
@@ -174,7 +179,7 @@ _snapbuild()
 		esac
 		;;
 	daemon)
-		if ((${#args[@]} == 0)); then
+		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
 			COMPREPLY=($(compgen -W "info" -- "$cur"))
 			return
 		fi
@@ -184,7 +189,11 @@ _snapbuild()
 		opts+=" -o"
 		;;
 	help)
-		((${#args[@]} == 0)) && COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+		if [[ $cur == -* ]]; then
+			COMPREPLY=($(compgen -W "--help" -- "$cur"))
+		elif ((${#args[@]} == 0)); then
+			COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+		fi
 		return
 		;;
 	*)

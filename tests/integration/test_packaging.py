@@ -643,7 +643,8 @@ class Completion(unittest.TestCase):
                                            "in"), ["inspect"])
             self.assertEqual(self.complete(mode, "snapbuild", "help", "sn"),
                              ["snapshot", "snapshots"])
-            self.assertEqual(self.complete(mode, "snapbuild", "-o", ""), ["json", "text"])
+            self.assertEqual(self.complete(mode, "snapbuild", "-o", ""), ["json", "table"])
+            self.assertEqual(self.complete(mode, "snapbuild", "jobs", "-o", "t"), ["table"])
             self.assertEqual(self.complete(mode, "snapbuild", "--s"), ["--socket"])
 
     def test_create_flags_and_values(self):
@@ -681,6 +682,11 @@ class Completion(unittest.TestCase):
                                            ""), [])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshot", "re"), ["retire"])
             self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info"])
+            self.assertEqual(self.complete(mode, "snapbuild", "daemon", "-"), ["--help", "-o"])
+            self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "--h"), ["--help"])
+            self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "get", "-"),
+                             ["--help", "-o"])
+            self.assertEqual(self.complete(mode, "snapbuild", "cancel", "-"), ["--help", "-o"])
             self.assertEqual(self.complete(mode, "snapbuild", "logs", "--f"), ["--follow"])
             self.assertEqual(self.complete(mode, "snapbuild", "context", "dir", "--s"),
                              ["--save"])
