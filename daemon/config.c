@@ -62,7 +62,7 @@ struct config *config_new_defaults(char *const envp[])
 	if (geteuid() == 0) {
 		cfg->socket_path = xstrdup("/run/snapbuild/snapbuild.sock");
 		cfg->state_dir = xstrdup("/var/lib/snapbuild");
-		cfg->config_file = xstrdup("/etc/snapbuild/snapbuild.conf");
+		cfg->config_file = xstrdup("/etc/snapbuild/snapbuildd.conf");
 	} else {
 		if ((v = config_env_get(envp, "XDG_RUNTIME_DIR")) != NULL && *v == '/')
 			cfg->socket_path = xasprintf("%s/snapbuild/snapbuild.sock", v);
@@ -74,10 +74,10 @@ struct config *config_new_defaults(char *const envp[])
 		else
 			cfg->state_dir = xasprintf("%s/.local/state/snapbuild", config_home(envp));
 		if ((v = config_env_get(envp, "XDG_CONFIG_HOME")) != NULL && *v == '/')
-			cfg->config_file = xasprintf("%s/snapbuild/snapbuild.conf", v);
+			cfg->config_file = xasprintf("%s/snapbuild/snapbuildd.conf", v);
 		else
 			cfg->config_file =
-			    xasprintf("%s/.config/snapbuild/snapbuild.conf", config_home(envp));
+			    xasprintf("%s/.config/snapbuild/snapbuildd.conf", config_home(envp));
 	}
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->base_url = xstrdup("https://api.bartender.codesandbox.io");
@@ -85,6 +85,7 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->max_concurrent = 2;
 	cfg->local_engine = xstrdup("auto");
 	cfg->socket_mode = 0600;
+	cfg->idle_exit_seconds = CONFIG_IDLE_EXIT_DEFAULT;
 	cfg->event_retention_days = 30;
 	cfg->stall_timeout_seconds = 120;
 	return cfg;
@@ -352,6 +353,40 @@ static char *config_trim(char *s)
 	return s;
 }
 
+/*
+ * The first line of a key file, surrounding white space dropped, in buf (which the
+ * caller wipes); "" for a blank file.  NULL with errno set when it cannot be read.
+ */
+static char *config_read_key_line(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY), saved;
+	ssize_t n;
+
+	if (fd < 0)
+		return NULL;
+	n = read(fd, buf, size - 1);
+	saved = errno;
+	close(fd);
+	if (n < 0) {
+		errno = saved;
+		return NULL;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return config_trim(buf);
+}
+
+/* True when path holds no key: it exists, and its first line is blank. */
+static bool config_key_file_blank(const char *path)
+{
+	char buf[4096];
+	char *key = config_read_key_line(path, buf, sizeof(buf));
+	bool blank = key != NULL && *key == '\0';
+
+	explicit_bzero(buf, sizeof(buf));
+	return blank;
+}
+
 int config_read_file(struct config *cfg, const char *path, bool must_exist, char **err)
 {
 	FILE *fp;
@@ -445,11 +480,15 @@ int config_apply_env(struct config *cfg, char *const envp[], char **err)
 		if (config_set(cfg, map[i].key, v, map[i].var, err) < 0)
 			return -1;
 	}
-	/* systemd's LoadCredential= is the most deliberate way to hand over the key. */
+	/*
+	 * systemd's LoadCredential= is the most deliberate way to hand over the key.  A
+	 * blank credential (the unit's SetCredential= fallback when the key file is
+	 * missing) hands over nothing, so a key from elsewhere still counts.
+	 */
 	v = config_env_get(envp, "CREDENTIALS_DIRECTORY");
 	if (v != NULL && *v == '/') {
 		char *path = xasprintf("%s/api-key", v);
-		if (access(path, F_OK) == 0)
+		if (access(path, F_OK) == 0 && !config_key_file_blank(path))
 			config_set_key_source(cfg, CONFIG_KEY_FILE, path,
 			                      "$CREDENTIALS_DIRECTORY/api-key");
 		free(path);
@@ -582,6 +621,11 @@ int config_apply_flags(struct config *cfg, int argc, char **argv, char **err)
 	return 0;
 }
 
+int config_idle_exit(const struct config *cfg, bool socket_activated)
+{
+	return socket_activated ? cfg->idle_exit_seconds : 0;
+}
+
 char *config_derive_builder_url(const char *base_url)
 {
 	const char *host = strstr(base_url, "://");
@@ -591,39 +635,23 @@ char *config_derive_builder_url(const char *base_url)
 	return xstrdup(base_url);
 }
 
-/* Reads the key from a file: the first line, surrounding white space dropped. */
+/*
+ * Reads the key from the file configured.  A blank file is no key at all, like a
+ * blank credential: the daemon starts, says it has none and tells clients how to give
+ * it one, rather than refusing to start over a key file still to be filled in.
+ */
 static int config_read_key_file(struct config *cfg, char **err)
 {
 	char buf[4096];
-	int fd;
-	ssize_t n;
-	size_t len;
-	char *key;
+	char *key = config_read_key_line(cfg->key_source_value, buf, sizeof(buf));
 
-	fd = open(cfg->key_source_value, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
+	if (key == NULL) {
 		*err = xasprintf("cannot read the API key from %s (%s): %s", cfg->key_source_value,
 		                 cfg->key_source_label, strerror(errno));
 		return -1;
 	}
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n < 0) {
-		*err = xasprintf("cannot read the API key from %s (%s): %s", cfg->key_source_value,
-		                 cfg->key_source_label, strerror(errno));
-		return -1;
-	}
-	buf[n] = '\0';
-	buf[strcspn(buf, "\r\n")] = '\0';
-	key = config_trim(buf);
-	len = strlen(key);
-	if (len == 0) {
-		*err = xasprintf("the API key file %s (%s) is empty", cfg->key_source_value,
-		                 cfg->key_source_label);
-		explicit_bzero(buf, sizeof(buf));
-		return -1;
-	}
-	config_replace(&cfg->api_key, key);
+	if (*key != '\0')
+		config_replace(&cfg->api_key, key);
 	config_replace(&cfg->api_key_file, cfg->key_source_value);
 	explicit_bzero(buf, sizeof(buf));
 	return 0;
@@ -827,7 +855,9 @@ void config_usage(FILE *fp)
 	    "\n"
 	    "  --socket PATH              socket to listen on (SNAPBUILD_SOCKET)\n"
 	    "  --state-dir DIR            database and spool (SNAPBUILD_STATE_DIR)\n"
-	    "  --config FILE              configuration file (SNAPBUILD_CONFIG)\n"
+	    "  --config FILE              configuration file (SNAPBUILD_CONFIG; default\n"
+	    "                             /etc/snapbuild/snapbuildd.conf for root, else\n"
+	    "                             $XDG_CONFIG_HOME/snapbuild/snapbuildd.conf)\n"
 	    "  --log-level LEVEL          error, warn, info or debug\n"
 	    "  --max-concurrent N         builds running at once (default 2)\n"
 	    "  --api-key-file FILE        read the Together API key from FILE\n"
@@ -839,7 +869,8 @@ void config_usage(FILE *fp)
 	    "  --socket-mode MODE         socket permissions (default 0600, 0660 with a group)\n"
 	    "  --socket-group GROUP       group owning the socket\n"
 	    "  --admin-group GROUP        members see and control every job\n"
-	    "  --idle-exit SECONDS        exit when idle (socket activation only; 0 = never)\n"
+	    "  --idle-exit SECONDS        exit when idle this long (socket activation only;\n"
+	    "                             default 300, 0 = never)\n"
 	    "  --event-retention-days N   keep finished jobs' events this long\n"
 	    "  --tmp-dir DIR              temporary files (default STATE_DIR/tmp)\n"
 	    "  --version                  print the version and exit\n"

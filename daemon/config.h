@@ -36,7 +36,7 @@ struct config {
 	unsigned socket_mode;
 	char *socket_group;
 	char *admin_group;
-	int idle_exit_seconds; /* 0 = never; only when socket-activated */
+	int idle_exit_seconds; /* 0 = never; only when socket-activated: config_idle_exit */
 	int event_retention_days;
 	char *tmp_dir;
 	int stall_timeout_seconds; /* a silent build log stream is reconnected after this */
@@ -77,6 +77,16 @@ struct config *config_load(int argc, char **argv, char **err);
 /* Loads again with the same flags and environment and takes over everything but the
  * socket and state directory; on error cfg is unchanged. */
 int config_reload(struct config *cfg, char **err);
+
+/* The default idle_exit_seconds. */
+#define CONFIG_IDLE_EXIT_DEFAULT 300
+
+/*
+ * Seconds with no job and no client after which the daemon exits, 0 for never: only a
+ * socket-activated daemon exits (systemd starts it again on the next connection), after
+ * idle_exit_seconds.  So the default only ever applies under socket activation.
+ */
+int config_idle_exit(const struct config *cfg, bool socket_activated);
 
 /* "builder." host for an "api.bartender." base URL, otherwise the base itself (malloc'd). */
 char *config_derive_builder_url(const char *base_url);

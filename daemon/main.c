@@ -75,10 +75,14 @@ static void main_init_log(struct daemon *d)
 	log_info("snapbuildd %s starting (pid %d)", SNAPBUILD_VERSION, (int)getpid());
 	if (d->config->api_key != NULL)
 		log_info("API key configured (%s)", d->config->key_source_label);
+	else if (d->config->api_key_file != NULL)
+		log_warnx("no API key configured: %s (%s) is empty; remote builds and snapshot "
+		          "calls will fail until it holds one",
+		          d->config->api_key_file, d->config->key_source_label);
 	else
 		log_warnx("no API key configured: remote builds and snapshot calls will fail "
 		          "until one is (TOGETHER_API_KEY, $CREDENTIALS_DIRECTORY/api-key or "
-		          "api_key_file)");
+		          "api_key_file; the system service reads /etc/snapbuild/api-key)");
 }
 
 static void main_process_setup(void)
@@ -233,13 +237,15 @@ static bool main_busy(struct daemon *d)
 static void main_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct main_state *ms = arg;
+	/* Read again: SIGHUP may have changed it (to 0, never) since the timer was armed. */
+	int secs = config_idle_exit(ms->d->config, server_socket_activated(ms->d->server));
 	(void)fd;
 	(void)what;
 
-	if (server_conn_count(ms->d->server) > 0)
+	if (secs <= 0 || server_conn_count(ms->d->server) > 0)
 		return;
 	if (main_busy(ms->d)) {
-		struct timeval tv = {ms->d->config->idle_exit_seconds, 0};
+		struct timeval tv = {secs, 0};
 		evtimer_add(ms->idle, &tv);
 		return;
 	}
@@ -250,9 +256,9 @@ static void main_idle_cb(evutil_socket_t fd, short what, void *arg)
 static void main_conn_count_cb(struct server *s, void *arg)
 {
 	struct main_state *ms = arg;
-	int secs = ms->d->config->idle_exit_seconds;
+	int secs = config_idle_exit(ms->d->config, server_socket_activated(s));
 
-	if (!server_socket_activated(s) || secs <= 0 || ms->d->stopping)
+	if (secs <= 0 || ms->d->stopping)
 		return;
 	if (server_conn_count(s) == 0) {
 		struct timeval tv = {secs, 0};
@@ -266,6 +272,7 @@ static void main_ready(struct main_state *ms)
 {
 	struct daemon *d = ms->d;
 	uint64_t usec;
+	int idle;
 
 	ms->sigterm = evsignal_new(d->base, SIGTERM, main_signal_cb, ms);
 	ms->sigint = evsignal_new(d->base, SIGINT, main_signal_cb, ms);
@@ -283,6 +290,9 @@ static void main_ready(struct main_state *ms)
 		event_add(ms->watchdog, &tv);
 	}
 	ms->idle = evtimer_new(d->base, main_idle_cb, ms);
+	idle = config_idle_exit(d->config, server_socket_activated(d->server));
+	if (idle > 0)
+		log_info("socket-activated: exits after %d s with no job and no client", idle);
 	server_set_conn_count_cb(d->server, main_conn_count_cb, ms);
 	main_conn_count_cb(d->server, ms);
 

@@ -441,8 +441,10 @@ static bool snap_have_key(struct rpc_call *call)
 	if (rpc_call_daemon(call)->config->api_key != NULL)
 		return true;
 	rpc_reply_error_hint(call, SB_ERR_UPSTREAM, "the daemon has no API key configured",
-	                     "give it one: TOGETHER_API_KEY, $CREDENTIALS_DIRECTORY/api-key or "
-	                     "api_key_file in its configuration");
+	                     "give it one: for the system service, write the key to "
+	                     "/etc/snapbuild/api-key (mode 0600) and `systemctl restart "
+	                     "snapbuildd.service`; otherwise TOGETHER_API_KEY, --api-key-file or "
+	                     "api_key_file (snapbuildd(8))");
 	return false;
 }
 

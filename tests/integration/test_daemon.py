@@ -440,7 +440,9 @@ class StartupTest(unittest.TestCase):
                               "--state-dir", state],
                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: os.path.exists(sock), 10, "systemd-socket-activate to listen")
+            # The socket file appears at bind(), before listen(): connecting is the
+            # sure sign (the probe starts the daemon, as any client's connection would).
+            wait_for(lambda: can_connect(sock), 10, "systemd-socket-activate to listen")
             with Conn(sock) as c:
                 info = c.result("daemon.info")
             self.assertTrue(info["socket_activated"])
@@ -462,7 +464,9 @@ class StartupTest(unittest.TestCase):
                               "--state-dir", os.path.join(self.tmp, "state")],
                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: os.path.exists(sock), 10, "systemd-socket-activate to listen")
+            # The socket file appears at bind(), before listen(): connecting is the
+            # sure sign (the probe starts the daemon, as any client's connection would).
+            wait_for(lambda: can_connect(sock), 10, "systemd-socket-activate to listen")
             with Conn(sock) as c:
                 pid = c.result("daemon.info")["pid"]
             wait_for(lambda: pid_gone(pid), 10, "the idle daemon to exit")
@@ -472,6 +476,42 @@ class StartupTest(unittest.TestCase):
             out = p.stdout.read().decode(errors="replace")
             p.stdout.close()
         self.assertIn("idle", out)
+
+    def test_idle_exit_default(self):
+        """Socket-activated and unconfigured: 300 s; configured 0: never; by hand: never."""
+        def activated(name, *args):
+            sock = os.path.join(self.tmp, name + ".sock")
+            p = subprocess.Popen(["systemd-socket-activate", "-l", sock, DAEMON,
+                                  "--state-dir", os.path.join(self.tmp, name), *args],
+                                 env=clean_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            try:
+                # The socket file appears at bind(), before listen(): connecting is the
+                # sure sign (the probe starts the daemon, as any client's connection would).
+                wait_for(lambda: can_connect(sock), 10, "systemd-socket-activate to listen")
+                with Conn(sock) as c:
+                    pid = c.result("daemon.info")["pid"]
+                os.kill(pid, signal.SIGTERM)
+                wait_for(lambda: pid_gone(pid), 10, "the activated daemon to stop")
+            finally:
+                p.terminate()
+                p.wait(10)
+                out = p.stdout.read().decode(errors="replace")
+                p.stdout.close()
+            self.assertIn("ready in", out)
+            return out
+
+        self.assertIn("exits after 300 s with no job and no client", activated("unset"))
+        self.assertIn("exits after 42 s", activated("flag", "--idle-exit", "42"))
+        self.assertNotIn("exits after", activated("zero", "--idle-exit", "0"))
+        conf = os.path.join(self.tmp, "zero.conf")
+        with open(conf, "w") as f:
+            f.write("idle_exit_seconds = 0\n")
+        self.assertNotIn("exits after", activated("zero-file", "--config", conf))
+        with Daemon(tmp=tempfile.mkdtemp(dir=self.tmp)) as d:
+            d.call("daemon.info")
+            self.assertIn("ready in", d.log())
+            self.assertNotIn("exits after", d.log())
 
     def test_sighup_reload(self):
         with Daemon(tmp=self.tmp, config="max_concurrent = 2\n") as d:

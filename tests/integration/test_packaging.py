@@ -10,6 +10,7 @@ completes. A binary that its helper has not built yet is the only thing skipped.
 """
 
 import gzip
+import json
 import os
 import re
 import shlex
@@ -240,6 +241,94 @@ class UnitsFindTheirFiles(unittest.TestCase):
         _, _, mode, owner, group = created[directory][:5]
         self.assertEqual((mode, owner, group),
                          ("0750", "root", unit_value(self.service, "Group")))
+
+    def test_the_daemon_defaults_to_the_packaged_configuration(self):
+        """One name everywhere: the file the unit passes is the daemon's own default."""
+        argv = unit_value(self.service, "ExecStart").split()
+        config = argv[argv.index("--config") + 1]
+        self.assertEqual(config, "/etc/snapbuild/snapbuildd.conf")
+        daemon = built("daemon/snapbuildd")
+        if not daemon:
+            self.skipTest("daemon/snapbuildd is not built yet")
+        r = run([daemon, "--help"], timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(config, r.stdout)
+        self.assertIn("$XDG_CONFIG_HOME/snapbuild/snapbuildd.conf", r.stdout)
+
+    def test_missing_key_file_does_not_stop_the_service(self):
+        """SetCredential= is the default systemd uses when LoadCredential='s file is
+        missing (systemd.exec(5)); it must be a non-empty value (systemd refuses an empty
+        one) that the daemon takes as no key, so it starts and says how to give one."""
+        loads = [v for s, k, v in self.service if k == "LoadCredential" and v]
+        sets = [v for s, k, v in self.service if k == "SetCredential"]
+        self.assertEqual([v.partition(":")[0] for v in loads], ["api-key"])
+        self.assertEqual(len(sets), 1, sets)
+        name, _, raw = sets[0].partition(":")
+        self.assertEqual(name, "api-key")
+        self.assertNotEqual(raw, "")
+        value = raw.encode().decode("unicode_escape")
+        self.assertEqual(value.strip(), "", "the fallback credential must be blank")
+
+        daemon = built("daemon/snapbuildd")
+        if not daemon:
+            self.skipTest("daemon/snapbuildd is not built yet")
+        work = tempfile.mkdtemp(dir=WORK)
+        creds = os.path.join(work, "credentials")
+        os.makedirs(creds)
+        with open(os.path.join(creds, "api-key"), "w") as f:
+            f.write(value)
+        sock = os.path.join(work, "s.sock")
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("TOGETHER_", "SNAPBUILD_", "LISTEN_", "NOTIFY_SOCKET",
+                                    "WATCHDOG_"))}
+        env["CREDENTIALS_DIRECTORY"] = creds
+        config = os.path.join(work, "empty.conf")
+        open(config, "w").close()
+        proc = subprocess.Popen([daemon, "--config", config, "--socket", sock,
+                                 "--state-dir", os.path.join(work, "state")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            answers = self.rpc_when_listening(proc, sock, ["daemon.info", "snapshot.list"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                _, log = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, log = proc.communicate()
+        self.assertEqual(proc.returncode, 0, log)
+        self.assertFalse(answers[0]["result"]["api_key_configured"])
+        error = answers[1]["error"]
+        self.assertIn("no API key", error["message"])
+        self.assertIn("/etc/snapbuild/api-key", error["data"]["hint"])
+        self.assertIn("no API key configured", log)
+
+    def rpc_when_listening(self, proc, sock, methods):
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                self.fail("the daemon exited: " + proc.stderr.read())
+            try:
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(sock)
+                break
+            except OSError:
+                c.close()
+                self.assertLess(time.monotonic(), deadline, "the daemon never listened")
+                time.sleep(0.05)
+        answers = []
+        with c, c.makefile("rwb") as f:
+            for i, method in enumerate(methods, 1):
+                f.write(json.dumps({"jsonrpc": "2.0", "id": i, "method": method}).encode()
+                        + b"\n")
+                f.flush()
+                while True:
+                    msg = json.loads(f.readline())
+                    if msg.get("id") == i:
+                        answers.append(msg)
+                        break
+        return answers
 
     def test_socket_lives_in_the_preserved_runtime_directory(self):
         for name, service, socket, prefix in (

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -62,18 +63,28 @@ static void assert_err_contains(char *err, const char *needle)
 static void test_defaults(void **state)
 {
 	char *const env[] = {"XDG_RUNTIME_DIR=/run/user/1234", "XDG_STATE_HOME=/home/u/.state",
-	                     "HOME=/home/u", NULL};
+	                     "XDG_CONFIG_HOME=/home/u/.cfg", "HOME=/home/u", NULL};
+	char *const env_home[] = {"HOME=/home/u", NULL};
 	struct config *cfg = config_new_defaults(env);
+	struct config *cfg_home = config_new_defaults(env_home);
 	char *err = NULL;
 	(void)state;
 
+	/* One name everywhere: the package ships /etc/snapbuild/snapbuildd.conf. */
 	if (geteuid() == 0) {
 		assert_string_equal(cfg->socket_path, "/run/snapbuild/snapbuild.sock");
 		assert_string_equal(cfg->state_dir, "/var/lib/snapbuild");
+		assert_string_equal(cfg->config_file, "/etc/snapbuild/snapbuildd.conf");
+		assert_string_equal(cfg_home->config_file, "/etc/snapbuild/snapbuildd.conf");
 	} else {
 		assert_string_equal(cfg->socket_path, "/run/user/1234/snapbuild/snapbuild.sock");
 		assert_string_equal(cfg->state_dir, "/home/u/.state/snapbuild");
+		assert_string_equal(cfg->config_file, "/home/u/.cfg/snapbuild/snapbuildd.conf");
+		assert_string_equal(cfg_home->config_file,
+		                    "/home/u/.config/snapbuild/snapbuildd.conf");
 	}
+	assert_false(cfg->config_file_explicit);
+	config_free(cfg_home);
 	assert_int_equal(config_validate(cfg, &err), 0);
 	assert_string_equal(cfg->base_url, "https://api.bartender.codesandbox.io");
 	assert_string_equal(cfg->builder_url, "https://builder.codesandbox.io");
@@ -84,7 +95,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
 	assert_false(cfg->local_build);
 	assert_null(cfg->api_key);
-	assert_int_equal(cfg->idle_exit_seconds, 0);
+	assert_int_equal(config_idle_exit(cfg, false), 0);
+	assert_int_equal(config_idle_exit(cfg, true), CONFIG_IDLE_EXIT_DEFAULT);
 	assert_non_null(cfg->tmp_dir);
 	config_free(cfg);
 }
@@ -260,13 +272,17 @@ static void test_api_key_sources(void **state)
 	assert_string_equal(cfg->api_key, "sk-from-file");
 	config_free(cfg);
 
-	/* an empty or missing key file is refused, naming where it was configured */
+	/* an empty key file is no key: the daemon starts without one */
 	char *argv_empty[] = {"snapbuildd", "--api-key-file", empty, NULL};
 	cfg = config_new_defaults(no_env);
 	assert_int_equal(config_apply_flags(cfg, 3, argv_empty, &err), 0);
-	assert_int_equal(config_validate(cfg, &err), -1);
-	assert_err_contains(err, "--api-key-file");
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_null(err);
+	assert_null(cfg->api_key);
+	assert_string_equal(cfg->api_key_file, empty);
 	config_free(cfg);
+
+	/* a missing key file is refused, naming where it was configured */
 
 	char *argv_missing[] = {"snapbuildd", "--api-key-file", "/nonexistent/key", NULL};
 	cfg = config_new_defaults(no_env);
@@ -282,6 +298,103 @@ static void test_api_key_sources(void **state)
 	free(conffile);
 	free(credenv);
 	free(flagarg);
+}
+
+/*
+ * The system unit's fallback for a missing /etc/snapbuild/api-key is a credential
+ * holding one blank line (SetCredential=api-key:\n): that is no key, and a key from
+ * elsewhere still counts; a real credential still beats them.
+ */
+static void test_blank_credential_is_no_key(void **state)
+{
+	char *credpath, *credenv, *conf, *conffile;
+	char *keyfile = write_file("key-beside-blank-cred", "sk-from-file\n");
+	struct config *cfg;
+	char *err = NULL;
+	(void)state;
+
+	assert_true(asprintf(&credpath, "%s/blank-cred", tmpdir) > 0);
+	assert_int_equal(mkdir(credpath, 0700), 0);
+	free(credpath);
+	credpath = write_file("blank-cred/api-key", "\n");
+	assert_true(asprintf(&credenv, "CREDENTIALS_DIRECTORY=%s/blank-cred", tmpdir) > 0);
+	char *const env_blank[] = {credenv, NULL};
+	char *const env_blank_key[] = {credenv, "TOGETHER_API_KEY=sk-from-env", NULL};
+
+	/* blank credential alone: validated, and no key */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_blank, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_null(err);
+	assert_null(cfg->api_key);
+	assert_int_equal(cfg->key_source, CONFIG_KEY_NONE);
+	config_free(cfg);
+
+	/* a blank credential does not hide TOGETHER_API_KEY ... */
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_blank_key, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-env");
+	config_free(cfg);
+
+	/* ... nor api_key_file from the configuration file */
+	assert_true(asprintf(&conf, "api_key_file = %s\n", keyfile) > 0);
+	conffile = write_file("key-beside-blank-cred.conf", conf);
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_read_file(cfg, conffile, true, &err), 0);
+	assert_int_equal(config_apply_env(cfg, env_blank, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-file");
+	config_free(cfg);
+
+	/* white space only is blank too; a real credential is taken */
+	free(write_file("blank-cred/api-key", " \t \n\n"));
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_blank_key, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-env");
+	config_free(cfg);
+	free(write_file("blank-cred/api-key", "sk-from-credentials\n"));
+	cfg = config_new_defaults(no_env);
+	assert_int_equal(config_apply_env(cfg, env_blank_key, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_string_equal(cfg->api_key, "sk-from-credentials");
+	config_free(cfg);
+
+	free(credpath);
+	free(credenv);
+	free(conf);
+	free(conffile);
+	free(keyfile);
+}
+
+/* Unset: 300 s when socket-activated; 0 configured: never; by hand: never. */
+static void test_idle_exit(void **state)
+{
+	char *zero = write_file("idle-zero.conf", "idle_exit_seconds = 0\n");
+	char *argv[] = {"snapbuildd", "--idle-exit", "7", NULL};
+	char *err = NULL;
+	struct config *cfg = config_new_defaults(no_env);
+	(void)state;
+
+	assert_int_equal(CONFIG_IDLE_EXIT_DEFAULT, 300);
+	assert_int_equal(config_idle_exit(cfg, true), 300);
+	assert_int_equal(config_idle_exit(cfg, false), 0);
+	assert_int_equal(config_read_file(cfg, zero, true, &err), 0);
+	assert_int_equal(config_validate(cfg, &err), 0);
+	assert_int_equal(config_idle_exit(cfg, true), 0);
+	assert_int_equal(config_idle_exit(cfg, false), 0);
+	assert_int_equal(config_apply_flags(cfg, 3, argv, &err), 0);
+	assert_int_equal(config_idle_exit(cfg, true), 7);
+	assert_int_equal(config_idle_exit(cfg, false), 0);
+	config_free(cfg);
+
+	cfg = config_new_defaults(no_env);
+	/* no negative values */
+	assert_int_equal(config_set(cfg, "idle_exit_seconds", "-1", "idle_exit_seconds", &err), -1);
+	assert_err_contains(err, "from 0");
+	config_free(cfg);
+	free(zero);
 }
 
 static void test_socket_group_mode(void **state)
@@ -339,6 +452,8 @@ int main(void)
 	    cmocka_unit_test(test_urls),
 	    cmocka_unit_test(test_invalid_values_name_their_key),
 	    cmocka_unit_test(test_api_key_sources),
+	    cmocka_unit_test(test_blank_credential_is_no_key),
+	    cmocka_unit_test(test_idle_exit),
 	    cmocka_unit_test(test_socket_group_mode),
 	    cmocka_unit_test(test_socket_path_length),
 	};
