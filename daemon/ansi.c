@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "frame.h"
 #include "util.h"
 
 #define ESC 0x1b
@@ -61,8 +62,10 @@ size_t ansi_strip_buf(char *buf, size_t len)
 			if (in < len && (unsigned char)buf[in] >= 0x30 &&
 			    (unsigned char)buf[in] <= 0x7e)
 				in++;
-		} else if (kind < 0x20) {
-			/* A control character is not part of the sequence: keep it. */
+		} else if (kind < 0x20 || kind >= 0x80) {
+			/* A control character is not part of the sequence, and a byte of a
+			 * UTF-8 character is not one either: keep it, so the text stays
+			 * valid UTF-8. */
 			in--;
 		}
 		/* Any other byte after ESC (ESC =, ESC 7, ESC M ...) is the whole sequence. */
@@ -77,4 +80,27 @@ char *ansi_strip(const char *s)
 
 	copy[ansi_strip_buf(copy, len)] = '\0';
 	return copy;
+}
+
+size_t ansi_repair_utf8(char *buf, size_t len)
+{
+	size_t i = 0, fixed = 0;
+
+	while (i < len) {
+		unsigned char c = (unsigned char)buf[i];
+		size_t n = c < 0x80   ? 1
+		           : c < 0xc2 ? 0
+		           : c < 0xe0 ? 2
+		           : c < 0xf0 ? 3
+		           : c < 0xf5 ? 4
+		                      : 0;
+
+		if (n > 0 && n <= len - i && utf8_valid((const unsigned char *)buf + i, n)) {
+			i += n;
+			continue;
+		}
+		buf[i++] = '?';
+		fixed++;
+	}
+	return fixed;
 }

@@ -19,4 +19,11 @@ char *ansi_strip(const char *s);
 /* The same on a buffer of len bytes, in place; returns the new length (no NUL added). */
 size_t ansi_strip_buf(char *buf, size_t len);
 
+/*
+ * Makes buf[0..len) valid UTF-8 in place: each byte of a malformed sequence (Latin-1
+ * text, binary output, a character cut in two) becomes '?'.  Logs travel as JSON, which
+ * must be UTF-8.  Returns the number of bytes replaced.
+ */
+size_t ansi_repair_utf8(char *buf, size_t len);
+
 #endif

@@ -231,6 +231,7 @@ static bool child_emit(struct child *c, struct child_stream *s, char *line, size
 	char *start, *cr;
 
 	len = ansi_strip_buf(line, len);
+	ansi_repair_utf8(line, len);
 	while (len > 0 && line[len - 1] == '\r')
 		len--;
 	line[len] = '\0';

@@ -128,6 +128,26 @@ static void main_mkdir_private(const char *path, const char *what)
 	free(dir);
 }
 
+/*
+ * Test hook, not configuration: SNAPBUILD_TEST_MAX_PAGE_COUNT=N caps the database at N
+ * pages, so tests can make it fill up (SQLITE_FULL) on demand.
+ */
+static void main_test_hooks(struct daemon *d)
+{
+	const char *v = getenv("SNAPBUILD_TEST_MAX_PAGE_COUNT");
+	char *end = NULL;
+	long long pages = v ? strtoll(v, &end, 10) : 0;
+
+	if (v == NULL || *v == '\0')
+		return;
+	if (*end != '\0' || pages <= 0)
+		fatalx("SNAPBUILD_TEST_MAX_PAGE_COUNT must be a positive number of pages, not '%s'",
+		       v);
+	log_warnx("test hook: the database is capped at %lld pages (SNAPBUILD_TEST_MAX_PAGE_COUNT)",
+	          pages);
+	store_set_max_page_count(d->store, pages);
+}
+
 static void main_open_state(struct main_state *ms)
 {
 	struct daemon *d = ms->d;
@@ -148,6 +168,7 @@ static void main_open_state(struct main_state *ms)
 	if (d->store == NULL)
 		fatalx("cannot open the database %s: %s", path, err);
 	free(path);
+	main_test_hooks(d);
 }
 
 /* The Together APIs over libcurl on the loop, and the job engine (which recovers

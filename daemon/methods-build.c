@@ -28,6 +28,10 @@
 #include "util.h"
 
 #define REPLAY_PAGE 500
+/* A replay pauses while this much output waits for the client, so it never outruns a
+ * reader that keeps up and gets dropped as a slow one (the limit is 8 MiB). */
+#define REPLAY_HIGH_WATER (1 << 20)
+#define REPLAY_PAUSE_MS	  5
 
 /* --- JSON of jobs and events ------------------------------------------------------- */
 
@@ -652,6 +656,11 @@ static void follow_tick_cb(evutil_socket_t fd, short what, void *arg)
 	struct store_event *evs = NULL;
 	size_t n = 0;
 	char *err = NULL;
+	if (rpc_call_output_pending(f->call) > REPLAY_HIGH_WATER) {
+		struct timeval tv = {0, REPLAY_PAUSE_MS * 1000};
+		event_add(f->tick, &tv);
+		return;
+	}
 	if (jobs_events_after(f->d->jobs, f->id, f->last_sent, REPLAY_PAGE, &evs, &n, &err) != 0) {
 		rpc_reply_error(f->call, SB_ERR_STORAGE, err, NULL);
 		free(err);

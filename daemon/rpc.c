@@ -173,6 +173,11 @@ bool rpc_call_connected(const struct rpc_call *call)
 	return server_conn_alive(call->rc->sc);
 }
 
+size_t rpc_call_output_pending(const struct rpc_call *call)
+{
+	return server_conn_output_pending(call->rc->sc);
+}
+
 void rpc_reply(struct rpc_call *call, json_object *result)
 {
 	json_object *answer = NULL;

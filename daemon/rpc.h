@@ -58,6 +58,9 @@ bool rpc_notify(struct rpc_call *call, const char *method, json_object *params);
 
 /* True while the caller's connection is open. */
 bool rpc_call_connected(const struct rpc_call *call);
+/* Bytes queued for the caller's connection that its socket has not taken yet: a
+ * producer that can wait (a replay) waits while this is high. */
+size_t rpc_call_output_pending(const struct rpc_call *call);
 
 /*
  * cb runs once if the client disconnects while the call is pending (also when the

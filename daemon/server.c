@@ -40,6 +40,7 @@
 #define SERVER_READ_SIZE       65536
 #define SERVER_MAX_PENDING_FDS 8 /* received fds waiting for their line to be read */
 #define SERVER_ACCEPT_BURST    64
+#define SERVER_DROP_LINGER_SEC 5 /* a dropped client's last chance to read the notice */
 
 struct server_fd {
 	int fd;
@@ -58,6 +59,8 @@ struct server_conn {
 	int refs;
 	bool open;
 	bool read_eof; /* the client shut down its side; finish what is owed, then close */
+	bool dropped;  /* slow reader: only the daemon.dropped notice is still written */
+	struct event *linger_ev;
 	struct server_fd fds[SERVER_MAX_PENDING_FDS];
 	size_t nfds;
 	TAILQ_ENTRY(server_conn) entry;
@@ -158,6 +161,11 @@ bool server_conn_alive(const struct server_conn *c)
 	return c->open;
 }
 
+size_t server_conn_output_pending(const struct server_conn *c)
+{
+	return c->open ? evbuffer_get_length(c->out) : 0;
+}
+
 const struct rpc_peer *server_conn_peer(const struct server_conn *c)
 {
 	return &c->peer;
@@ -207,24 +215,51 @@ void server_conn_call_done(struct server_conn *c)
 	server_conn_maybe_finish(c);
 }
 
+static void server_conn_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	server_conn_close(arg);
+}
+
+/*
+ * The queued output is thrown away except the rest of the message being written, so
+ * the notice follows whole lines and is not stuck behind megabytes the client will
+ * never read.  The connection then only writes: it is closed once the notice is out,
+ * or after SERVER_DROP_LINGER_SEC when the client does not read at all.  Its calls are
+ * ended now, so followers let go of their jobs at once.
+ */
 static void server_conn_drop(struct server_conn *c, const char *reason)
 {
 	json_object *params = json_object_new_object();
 	json_object *note;
 	const char *text;
 	size_t len;
+	struct evbuffer_ptr nl = evbuffer_search(c->out, "\n", 1, NULL);
+	struct timeval tv = {SERVER_DROP_LINGER_SEC, 0};
 
 	log_warnx("dropping client pid %d uid %u: %s", (int)c->peer.pid, (unsigned)c->peer.uid,
 	          reason);
+	if (nl.pos >= 0) {
+		struct evbuffer *head = evbuffer_new();
+		evbuffer_remove_buffer(c->out, head, (size_t)nl.pos + 1);
+		evbuffer_drain(c->out, evbuffer_get_length(c->out));
+		evbuffer_add_buffer(c->out, head);
+		evbuffer_free(head);
+	}
 	json_object_object_add(params, "reason", json_object_new_string(reason));
 	note = jsonrpc_notification_new(SB_NOTIFY_DROPPED, params);
 	text = jsonrpc_to_string(note, &len);
 	evbuffer_add(c->out, text, len);
 	evbuffer_add(c->out, "\n", 1);
 	json_object_put(note);
-	/* One non-blocking attempt; whatever reached the socket stays readable after close. */
+	c->dropped = true;
+	event_del(c->rev);
+	server_conn_close_fds(c, true, 0);
+	c->linger_ev = evtimer_new(c->server->d->base, server_conn_linger_cb, c);
+	evtimer_add(c->linger_ev, &tv);
+	rpc_conn_closed(c->rpc);
 	server_conn_flush(c);
-	server_conn_close(c);
 }
 
 bool server_conn_send(struct server_conn *c, json_object *msg)
@@ -232,7 +267,7 @@ bool server_conn_send(struct server_conn *c, json_object *msg)
 	const char *text;
 	size_t len;
 
-	if (!c->open)
+	if (!c->open || c->dropped)
 		return false;
 	text = jsonrpc_to_string(msg, &len);
 	if (evbuffer_get_length(c->out) + len + 1 > SNAPBUILD_MAX_PENDING_OUTPUT) {
@@ -283,7 +318,10 @@ static void server_conn_flush(struct server_conn *c)
 	}
 	if (c->open) {
 		event_del(c->wev);
-		server_conn_maybe_finish(c);
+		if (c->dropped)
+			server_conn_close(c);
+		else
+			server_conn_maybe_finish(c);
 	}
 }
 
@@ -299,7 +337,7 @@ static void server_conn_frames(struct server_conn *c)
 	struct frame f;
 	char *detail;
 
-	while (c->open && !c->server->d->stopping && frame_reader_next(c->fr, &f)) {
+	while (c->open && !c->dropped && !c->server->d->stopping && frame_reader_next(c->fr, &f)) {
 		switch (f.type) {
 		case FRAME_LINE:
 			rpc_conn_input(c->rpc, f.data, f.len, server_conn_take_fd(c, f.line_no));
@@ -406,6 +444,9 @@ static void server_conn_close(struct server_conn *c)
 	event_free(c->rev);
 	event_free(c->wev);
 	c->rev = c->wev = NULL;
+	if (c->linger_ev != NULL)
+		event_free(c->linger_ev);
+	c->linger_ev = NULL;
 	close(c->fd);
 	c->fd = -1;
 	server_conn_close_fds(c, true, 0);

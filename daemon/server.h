@@ -47,5 +47,7 @@ struct daemon *server_conn_daemon(const struct server_conn *c);
 bool server_conn_send(struct server_conn *c, json_object *msg);
 /* A call ended: a half-closed connection may now be finished. */
 void server_conn_call_done(struct server_conn *c);
+/* Bytes queued for the client and not yet taken by its socket. */
+size_t server_conn_output_pending(const struct server_conn *c);
 
 #endif

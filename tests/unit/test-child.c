@@ -273,6 +273,7 @@ static void test_ansi_strip_function(void **state)
 	    {"cut\x1b[1", "cut"},
 	    {"esc\x1b", "esc"},
 	    {"ctl\x1b\tkept", "ctl\tkept"},
+	    {"utf\x1b\xc3\xa9-8", "utf\xc3\xa9-8"},
 	    {"\x1b[1;2 qcursor", "cursor"},
 	    {"keep\r\x1b[Kcr", "keep\rcr"},
 	    {"\x1b"
@@ -286,6 +287,34 @@ static void test_ansi_strip_function(void **state)
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *s = ansi_strip(cases[i].in);
 
+		assert_string_equal(s, cases[i].out);
+		free(s);
+	}
+}
+
+static void test_repair_utf8(void **state)
+{
+	static const struct {
+		const char *in, *out;
+		size_t fixed;
+	} cases[] = {
+	    {"plain", "plain", 0},
+	    {"caf\xc3\xa9 \xe6\xbc\xa2 \xf0\x9f\x98\x80",
+	     "caf\xc3\xa9 \xe6\xbc\xa2 \xf0\x9f\x98\x80", 0},
+	    {"caf\xe9!", "caf?!", 1},
+	    {"\xff\xfe", "??", 2},
+	    {"cut \xe6\xbc", "cut ??", 2},
+	    {"\xc0\xaf overlong", "?? overlong", 2},
+	    {"\xed\xa0\x80 surrogate", "??? surrogate", 3},
+	    {"\xf4\x90\x80\x80 too high", "???? too high", 4},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *s = xstrdup(cases[i].in);
+
+		assert_int_equal(ansi_repair_utf8(s, strlen(s)), cases[i].fixed);
 		assert_string_equal(s, cases[i].out);
 		free(s);
 	}
@@ -591,6 +620,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_cr_progress_collapsed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ansi_stripped, setup, teardown),
 	    cmocka_unit_test(test_ansi_strip_function),
+	    cmocka_unit_test(test_repair_utf8),
 	    cmocka_unit_test_setup_teardown(test_exit_codes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stdin_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stdin_not_read, setup, teardown),
