@@ -10,6 +10,9 @@ for the socket; clients run as those users through setpriv.  Checked:
   the id is replaced, also for id prefixes (an ambiguous prefix must not reveal that
   other users' jobs share it); root and admin_group members see and control all;
 - a context passed as a path by another user is refused with -32002;
+- a daemon running as the unprivileged user (so permission bits apply to it) fails a
+  job whose context has a subtree or file it may not read, naming it, and succeeds
+  once .dockerignore leaves them out (they are never opened);
 - the API key is nowhere: not in the database (and -wal/-shm), the state directory,
   the daemon's log (at debug level), any RPC answer or notification of a full build,
   /proc/<daemon>/cmdline or environ, nor the argv, environment or stdin of any child
@@ -31,7 +34,7 @@ import tempfile
 import unittest
 import uuid
 
-from harness import Conn, clean_env, wait_for
+from harness import DAEMON, SLOWDOWN, Conn, can_connect, clean_env, wait_for
 from simharness import API_KEY, Sim, wait_job
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -200,7 +203,8 @@ class SocketTest(IsolationBase):
         self.assertEqual(r.get("connect_errno"), 13, r)
         # In the group: served, with its own credentials.
         [r] = as_user(USERS["admin"], d.socket, [{"method": "daemon.info"}])
-        self.assertEqual(r["answer"]["result"]["caller"]["uid"], pwd.getpwnam(USERS["admin"]).pw_uid)
+        self.assertEqual(r["answer"]["result"]["caller"]["uid"],
+                         pwd.getpwnam(USERS["admin"]).pw_uid)
 
     def test_explicit_mode_without_group(self):
         d = self.start("socket_mode = 0666\n")
@@ -208,7 +212,8 @@ class SocketTest(IsolationBase):
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o666)
         self.assertEqual(st.st_gid, os.getegid())
         [r] = as_user(USERS["other"], d.socket, [{"method": "daemon.info"}])
-        self.assertEqual(r["answer"]["result"]["caller"]["uid"], pwd.getpwnam(USERS["other"]).pw_uid)
+        self.assertEqual(r["answer"]["result"]["caller"]["uid"],
+                         pwd.getpwnam(USERS["other"]).pw_uid)
 
 
 class VisibilityTest(IsolationBase):
@@ -308,15 +313,16 @@ class VisibilityTest(IsolationBase):
         other_uid = pwd.getpwnam(USERS["other"]).pw_uid
         db = sqlite3.connect(os.path.join(d.state_dir, "snapbuild.db"))
         cols = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
-        row = dict(zip(cols, db.execute("SELECT * FROM jobs WHERE id = ?", (base["id"],)).fetchone()))
+        row = db.execute("SELECT * FROM jobs WHERE id = ?", (base["id"],)).fetchone()
+        row = dict(zip(cols, row))
         made = {"abcd0000-0000-4000-8000-000000000001": 0,
                 "abcd0000-0000-4000-8000-000000000002": 0,
                 "abcd1111-0000-4000-8000-000000000003": other_uid,
                 "abce0000-0000-4000-8000-000000000004": 0}
         for job_id, uid in made.items():
             row.update(id=job_id, uid=uid)
-            db.execute("INSERT INTO jobs (%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),
-                       [row[c] for c in cols])
+            db.execute("INSERT INTO jobs (%s) VALUES (%s)"
+                       % (",".join(cols), ",".join("?" * len(cols))), [row[c] for c in cols])
         db.commit()
         db.close()
         d2 = self.sim.daemon(config=config, tmp=d.tmp, state_dir=d.state_dir)
@@ -333,7 +339,8 @@ class VisibilityTest(IsolationBase):
         for i, prefix in ((1, "abce"), (3, "abcd0000")):
             self.assertEqual(json.dumps(answers[i]["answer"]).replace(prefix, "P"),
                              json.dumps(answers[2]["answer"]).replace("abcf", "P"), prefix)
-        self.assertEqual(answers[4]["answer"]["result"]["id"], "abcd1111-0000-4000-8000-000000000003")
+        self.assertEqual(answers[4]["answer"]["result"]["id"],
+                         "abcd1111-0000-4000-8000-000000000003")
         # Root may see all: for it the prefix is ambiguous.
         with d2.conn() as c:
             self.assertEqual(c.call("build.get", {"id": "abcd"})["error"]["code"], -32602)
@@ -354,6 +361,71 @@ class VisibilityTest(IsolationBase):
         with d.conn() as c:
             self.assertIn("result", c.call("build.submit", {"context": self.ctx}))
         self.assertEqual(len(d.call("build.list")["jobs"]), 2)
+
+
+class UnprivilegedDaemonTest(IsolationBase):
+    """The daemon itself runs as the unprivileged user, so permission bits apply to it:
+    a context with a subtree and a file it may not read."""
+
+    def test_permission_denied_subtrees(self):
+        pw = pwd.getpwnam(USERS["other"])
+        self.sim = Sim()
+        self.addCleanup(self.sim.stop)
+        home = os.path.join(self.tmp, "daemon-home")
+        os.makedirs(home)
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        sock = os.path.join(home, "run", "snapbuild.sock")
+        log = open(os.path.join(self.tmp, "unpriv.log"), "wb")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(
+            ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups",
+             DAEMON, "--socket", sock, "--state-dir", os.path.join(home, "state")],
+            env=clean_env(TOGETHER_API_KEY=API_KEY, TOGETHER_BASE_URL=self.sim.url, HOME=home),
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+        def stop():
+            proc.terminate()
+            self.assertEqual(proc.wait(30), 0)
+        self.addCleanup(stop)
+        wait_for(lambda: proc.poll() is None and os.path.exists(sock) and can_connect(sock),
+                 10 * SLOWDOWN, "the unprivileged daemon to listen")
+        private = os.path.join(self.ctx, "private")
+        write_tree(private, {"key.pem": b"k", "deep/more.txt": b"m"})
+        os.chmod(private, 0o700)
+        with open(os.path.join(self.ctx, "secret.key"), "wb") as f:
+            f.write(b"s")
+        os.chmod(os.path.join(self.ctx, "secret.key"), 0o600)
+
+        def build():
+            [a] = as_user(USERS["other"], sock,
+                          [{"method": "build.submit", "params": {}, "fd": self.ctx}])
+            job_id = a["answer"]["result"]["id"]
+            return wait_job(UserDaemon(sock), job_id)
+
+        job = build()
+        self.assertEqual(job["state"], "failed", job)
+        self.assertRegex(job["error"], "private|secret.key", job)
+        self.assertRegex(job["error"], "(?i)permission denied", job)
+        self.assertEqual(self.sim.builds(), [])
+        # Left out by .dockerignore, the unreadable parts are never opened.
+        write_tree(self.ctx, {".dockerignore": b"private\nsecret.key\n"})
+        subprocess.run(["chmod", "a+r", os.path.join(self.ctx, ".dockerignore")], check=True)
+        job = build()
+        self.assertEqual(job["state"], "succeeded", job)
+        files = [f["path"] for f in self.sim.build(job["build_id"])["files"]]
+        self.assertIn("./src/a.txt", files)
+        self.assertFalse([f for f in files if "private" in f or "secret" in f], files)
+
+
+class UserDaemon:
+    """Enough of harness.Daemon for wait_job: calls as root on another daemon's socket."""
+
+    def __init__(self, socket_path):
+        self.socket = socket_path
+
+    def call(self, method, params=None):
+        with Conn(self.socket) as c:
+            return c.result(method, params)
 
 
 def find_secret(secret, blobs):
@@ -456,8 +528,8 @@ class SecretsTest(IsolationBase):
         for pid in descendants(d.proc.pid):
             for what in ("cmdline", "environ"):
                 seen["/proc/%d/%s" % (pid, what)] = read_proc(pid, what)
-        self.assertTrue(any(b"docker" in (v or b"") for k, v in seen.items() if k.endswith("cmdline")),
-                        seen.keys())
+        cmdlines = [v or b"" for k, v in seen.items() if k.endswith("cmdline")]
+        self.assertTrue(any(b"docker" in v for v in cmdlines), seen.keys())
         with Recorder(d.socket, lines) as c:
             ans = c.call("build.logs", {"id": job["id"], "follow": True}, on_notify=lambda m: None)
             c.result("build.list")
