@@ -357,6 +357,8 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	    !get_string_map(call, params, "build_args", NULL, &build_args))
 		goto out;
 
+	if (!methods_have_key(call))
+		goto out;
 	if (image && (context || fd >= 0)) {
 		invalid(call, "'image' and 'context' exclude each other: give one");
 		goto out;

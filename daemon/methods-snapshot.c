@@ -436,7 +436,7 @@ static void snap_req_next(struct snap_req *r)
 }
 
 /* Without a key every call would only collect a 401: say what to do instead. */
-static bool snap_have_key(struct rpc_call *call)
+bool methods_have_key(struct rpc_call *call)
 {
 	if (rpc_call_daemon(call)->config->api_key != NULL)
 		return true;
@@ -498,7 +498,7 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 		snap_invalid(call, "'cursor' must not be empty");
 		return;
 	}
-	if (!snap_have_key(call))
+	if (!methods_have_key(call))
 		return;
 
 	query = xstrdup("");
@@ -545,7 +545,7 @@ static void snapshot_get(struct rpc_call *call, json_object *params)
 	struct snap_req *r;
 
 	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
-	    !snap_have_key(call))
+	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
 	r->path = snap_ref_path(ref);
@@ -574,7 +574,7 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 	struct snap_req *r;
 
 	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
-	    !snap_get_alias(call, params, &alias) || !snap_have_key(call))
+	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
 	r->alias = xstrdup(alias);
@@ -588,7 +588,7 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 	struct snap_req *r;
 
 	if (!snap_check_params(call, params, known) || !snap_get_alias(call, params, &alias) ||
-	    !snap_have_key(call))
+	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
 	r->alias = xstrdup(alias);
@@ -603,7 +603,7 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 	const char *ref;
 
 	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
-	    !snap_have_key(call))
+	    !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
 }

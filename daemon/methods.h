@@ -14,6 +14,10 @@ extern const struct rpc_method methods_snapshot[];
 
 struct daemon;
 struct store_job;
+/* True when the daemon has an API key; otherwise replies with an error saying how to
+ * give it one (every build and snapshot call needs the key). */
+bool methods_have_key(struct rpc_call *call);
+
 /* A job as the build.* methods show it (see PROTOCOL.md, "Jobs"). */
 json_object *methods_job_json(struct daemon *d, const struct store_job *j);
 

@@ -291,6 +291,19 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(job["state"], "failed")
         self.assertIn("API key", job["hint"])
 
+    def test_submit_without_a_key_says_how_to_give_one(self):
+        self.sim = Sim()
+        self.addCleanup(self.sim.stop)
+        from harness import Daemon, clean_env
+        d = Daemon(env=clean_env(TOGETHER_BASE_URL=self.sim.url), tmp=tempfile.mkdtemp(dir=self.tmp))
+        self.addCleanup(d.__exit__, None, None, None)
+        err = submit(d, self.ctx)["error"]
+        self.assertEqual(err["code"], -32004)
+        self.assertIn("no API key", err["message"])
+        self.assertIn("TOGETHER_API_KEY", err["data"]["hint"])
+        self.assertEqual(d.call("build.list")["jobs"], [])
+        self.assertEqual(self.sim.builds(), [])
+
     # --- cancel ---
 
     def test_cancel_while_queued(self):
