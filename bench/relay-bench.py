@@ -315,7 +315,8 @@ class DirectSSE:
 
 
 def pump(readers, timeout):
-    """Runs the readers until each is done; raises after timeout seconds."""
+    """Runs the readers until each is done; False when timeout seconds were not enough
+    (the readers still going are closed)."""
     sel = selectors.DefaultSelector()
     for r in readers:
         sel.register(r.sock, selectors.EVENT_READ, r)
@@ -324,7 +325,10 @@ def pump(readers, timeout):
     while live:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise SystemExit("timed out with %d readers still going" % len(live))
+            for r in live:
+                r.sock.close()
+            sel.close()
+            return False
         for key, _ in sel.select(min(left, 1.0)):
             r = key.data
             now = time.time()
@@ -345,6 +349,7 @@ def pump(readers, timeout):
                     pass
         live = [r for r in readers if not r.done]
     sel.close()
+    return True
 
 
 # --- set-up helpers -------------------------------------------------------------------
@@ -469,8 +474,9 @@ def run_throughput(args, nfollowers):
         prof = Profile(args, d.proc.pid, "throughput-%d" % nfollowers)
         t_release = time.time()
         sim.release(job["build_id"])
+        finished = True
         if fs:
-            pump(fs, 600)
+            finished = pump(fs, args.timeout)
         else:
             with d.conn() as c:
                 c.sock.settimeout(600)
@@ -494,6 +500,9 @@ def run_throughput(args, nfollowers):
 
     total = sb["log_lines"]
     problems = []
+    if not finished:
+        problems.append("%d of %d followers still going after %d s"
+                        % (sum(1 for f in fs if not f.done), len(fs), args.timeout))
     if final["state"] != "succeeded":
         problems.append("job ended %s: %s" % (final["state"], final.get("error")))
     for i, f in enumerate(fs):
@@ -521,7 +530,7 @@ def run_throughput(args, nfollowers):
                                          load0, load1))
         prof.report()
         return not problems
-    rates = [f.build_lines / (f.last_build - f.first_build) for f in fs]
+    rates = [f.build_lines / max(f.last_build - f.first_build, 1e-9) for f in fs]
     first = min(f.first_build for f in fs)
     last = max(f.last_build for f in fs)
     agg = sum(f.build_lines for f in fs) / (last - first)
@@ -540,9 +549,10 @@ def run_throughput(args, nfollowers):
               % (agg, statistics.median(rates), min(rates), max(rates)))
     print("    daemon ingest (event time of first..last build line): %.3f s = %.0f lines/s"
           % (ingest, len(build_times) / ingest))
-    print("    slow-reader drops (reconnected with after_seq): %d%s"
-          % (drops, (" e.g. %r" % fs[[f.drops for f in fs].index(max(f.drops for f in fs))]
-                     .drop_reasons[:1]) if drops else ""))
+    reasons = [r for f in fs for r in f.drop_reasons]
+    print("    connections closed by the daemon (each follower reconnected with after_seq): %d; "
+          "daemon.dropped notices received: %d%s"
+          % (drops, len(reasons), " (%s)" % reasons[0] if reasons else ""))
     print("    CPU during the run: daemon %.2f s (%.2f us per line per follower), simulator "
           "%.2f s, this script %.2f s; load average %s -> %s"
           % (dc1 - dc0, (dc1 - dc0) * 1e6 / (total * nfollowers), sc1 - sc0, mc1 - mc0,
@@ -821,6 +831,7 @@ def main():
                     "latency-sim")
     ap.add_argument("--perf", metavar="DIR", help="perf record the daemon during throughput runs")
     ap.add_argument("--perf-freq", type=int, default=499)
+    ap.add_argument("--timeout", type=int, default=600, help="seconds a throughput run may take")
     a = ap.parse_args()
     os.environ["SNAPBUILD_BIN_DIR"] = os.path.abspath(a.bin_dir)
     sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
