@@ -894,6 +894,9 @@ static void follow_connect(struct api_op *op)
 	    .headers = headers,
 	    .max_body = API_STREAM_ERR_BODY,
 	    .on_data = follow_data_cb,
+	    /* Not the submit's kept-alive connection: with the peer's Nagle and our delayed
+	     * ACKs a reused one batched log lines ~20 ms apart. */
+	    .fresh_connect = true,
 	};
 
 	if (*lei == '\0' && op->resume_id)

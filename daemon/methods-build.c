@@ -23,6 +23,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "jobs.h"
+#include "jsonrpc.h"
 #include "methods.h"
 #include "protocol.h"
 #include "util.h"
@@ -31,6 +32,9 @@
 /* A replay pauses while this much output waits for the client, so it never outruns a
  * reader that keeps up and gets dropped as a slow one (the limit is 8 MiB). */
 #define REPLAY_HIGH_WATER (1 << 20)
+/* build.logs without follow: an answer's size bound, and an event's JSON beyond its text. */
+#define LOGS_MAX_ANSWER (4 << 20)
+#define LOGS_EVENT_OVERHEAD 160
 #define REPLAY_PAUSE_MS	  5
 
 /* --- JSON of jobs and events ------------------------------------------------------- */
@@ -104,7 +108,9 @@ static json_object *event_json(const char *job_id, const struct store_event *ev)
 	json_object *o = json_object_new_object();
 	json_object_object_add(o, "job_id", json_object_new_string(job_id));
 	json_object_object_add(o, "seq", json_object_new_int64(ev->seq));
-	json_object_object_add(o, "time", json_object_new_double(ev->time));
+	char t[32];
+	snprintf(t, sizeof(t), "%.6f", ev->time);
+	json_object_object_add(o, "time", json_object_new_double_s(ev->time, t));
 	json_object_object_add(o, "kind", json_object_new_string(ev->kind));
 	json_object_object_add(o, "step", json_str_or_null(ev->step));
 	json_object_object_add(o, "text", json_object_new_string(ev->text ? ev->text : ""));
@@ -632,6 +638,34 @@ static void follow_finish(struct follow *f)
 	follow_free(f);
 }
 
+/*
+ * The `build.event` notification of one event, serialized once: the engine hands the
+ * same event to every follower in turn, and replays of one job page through the same
+ * rows, so a one-entry cache saves the JSON work for all but the first.
+ */
+static struct {
+	char job[37];
+	int64_t seq;
+	char *text;
+	size_t len;
+} event_line;
+
+static const char *event_notification(const char *job_id, const struct store_event *ev,
+				      size_t *len)
+{
+	if (event_line.text == NULL || event_line.seq != ev->seq || strcmp(event_line.job, job_id)) {
+		json_object *note = jsonrpc_notification_new("build.event", event_json(job_id, ev));
+		const char *text = jsonrpc_to_string(note, &event_line.len);
+		free(event_line.text);
+		event_line.text = xstrndup(text, event_line.len);
+		event_line.seq = ev->seq;
+		snprintf(event_line.job, sizeof(event_line.job), "%s", job_id);
+		json_object_put(note);
+	}
+	*len = event_line.len;
+	return event_line.text;
+}
+
 static bool follow_send(struct follow *f, const struct store_event *ev)
 {
 	if (ev->seq <= f->last_sent)
@@ -639,7 +673,9 @@ static bool follow_send(struct follow *f, const struct store_event *ev)
 	f->last_sent = ev->seq;
 	if (!f->send_events)
 		return true;
-	return rpc_notify(f->call, "build.event", event_json(f->id, ev));
+	size_t len;
+	const char *text = event_notification(f->id, ev, &len);
+	return rpc_notify_text(f->call, text, len);
 }
 
 static void follow_close_cb(struct rpc_call *call, void *arg)
@@ -690,6 +726,14 @@ static void follow_event_cb(void *arg, const char *job_id, const struct store_ev
 	struct follow *f = arg;
 	if (f->replaying)
 		return; /* the replay reads it from the store in order */
+	if (f->send_events && rpc_call_output_pending(f->call) > REPLAY_HIGH_WATER) {
+		/* A burst outruns this reader: fall back to paced replay from the store
+		 * rather than queueing until the connection is dropped as a slow reader. */
+		f->replaying = true;
+		struct timeval tv = {0, REPLAY_PAUSE_MS * 1000};
+		event_add(f->tick, &tv);
+		return;
+	}
 	/* A failed send means the connection is gone: its close callback frees f. */
 	follow_send(f, ev);
 }
@@ -760,8 +804,17 @@ static void build_logs(struct rpc_call *call, json_object *params)
 	}
 	size_t shown = n > (size_t)limit ? (size_t)limit : n;
 	json_object *arr = json_object_new_array();
-	for (size_t i = 0; i < shown; i++)
+	size_t bytes = 0;
+	for (size_t i = 0; i < shown; i++) {
+		/* A page stays well under the connection's output bound; `more` says go on. */
+		bytes += LOGS_EVENT_OVERHEAD + strlen(evs[i].text ? evs[i].text : "") +
+			 (evs[i].data_json ? strlen(evs[i].data_json) : 0);
+		if (i > 0 && bytes > LOGS_MAX_ANSWER) {
+			shown = i;
+			break;
+		}
 		json_object_array_add(arr, event_json(job->id, &evs[i]));
+	}
 	json_object *res = json_object_new_object();
 	json_object_object_add(res, "events", arr);
 	json_object_object_add(res, "last_seq",

@@ -228,6 +228,13 @@ bool rpc_notify(struct rpc_call *call, const char *method, json_object *params)
 	return ok;
 }
 
+bool rpc_notify_text(struct rpc_call *call, const char *text, size_t len)
+{
+	if (!server_conn_alive(call->rc->sc))
+		return false;
+	return server_conn_send_text(call->rc->sc, text, len);
+}
+
 void rpc_call_set_close_cb(struct rpc_call *call, void (*cb)(struct rpc_call *call, void *arg),
                            void *arg)
 {

@@ -55,6 +55,9 @@ void rpc_reply_error_hint(struct rpc_call *call, int code, const char *message, 
  * the connection is gone or was dropped as a slow reader.
  */
 bool rpc_notify(struct rpc_call *call, const char *method, json_object *params);
+/* A notification already serialized (a whole JSON-RPC message, no newline): one event
+ * fanned out to many followers is formatted once. */
+bool rpc_notify_text(struct rpc_call *call, const char *text, size_t len);
 
 /* True while the caller's connection is open. */
 bool rpc_call_connected(const struct rpc_call *call);

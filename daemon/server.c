@@ -270,6 +270,13 @@ bool server_conn_send(struct server_conn *c, json_object *msg)
 	if (!c->open || c->dropped)
 		return false;
 	text = jsonrpc_to_string(msg, &len);
+	return server_conn_send_text(c, text, len);
+}
+
+bool server_conn_send_text(struct server_conn *c, const char *text, size_t len)
+{
+	if (!c->open || c->dropped)
+		return false;
 	if (evbuffer_get_length(c->out) + len + 1 > SNAPBUILD_MAX_PENDING_OUTPUT) {
 		char *reason = xasprintf("slow reader: more than %d bytes of output left unread; "
 		                         "reconnect (followers resume with after_seq)",

@@ -45,6 +45,8 @@ const struct rpc_peer *server_conn_peer(const struct server_conn *c);
 struct daemon *server_conn_daemon(const struct server_conn *c);
 /* Queues msg (borrowed) as one line; false if the connection is gone or was just dropped. */
 bool server_conn_send(struct server_conn *c, json_object *msg);
+/* The same for a message already serialized (one JSON text, without its newline). */
+bool server_conn_send_text(struct server_conn *c, const char *text, size_t len);
 /* A call ended: a half-closed connection may now be finished. */
 void server_conn_call_done(struct server_conn *c);
 /* Bytes queued for the client and not yet taken by its socket. */

@@ -6,10 +6,10 @@ descriptors attached to garbage, and 10,000 seeded random messages: each gets th
 JSON-RPC error PROTOCOL.md names, the connection stays usable where it says so, the
 daemon keeps answering daemon.info and leaks no descriptor.
 
-Followers (FollowerTest): clients that follow a 200,000-line build and never read are
-dropped with a `daemon.dropped` notice as their last message while the daemon's RSS
-stays bounded; a reader that keeps up (resuming with after_seq if it is dropped, as
-PROTOCOL.md says) gets every line exactly once.
+Followers (FollowerTest): clients that follow a 200,000-line build and stop reading
+are held back, not buffered for (about 1 MiB queued each, the rest waits in the store):
+the daemon's RSS stays bounded, nobody is dropped, a reader that keeps up gets every
+line exactly once, and the stalled ones get everything once they read again.
 
 Network (NetworkTest): a scripted builder (a small HTTP server here) sends a 10 MiB SSE
 line (stored cut to 1 MiB with the truncation marker), a line that never ends (memory
@@ -40,7 +40,7 @@ import time
 import unittest
 import uuid
 
-from harness import DAEMON, Conn, Daemon, clean_env, wait_for
+from harness import DAEMON, WRAPPER, Conn, Daemon, clean_env, wait_for
 from simharness import API_KEY, Sim, wait_job
 
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\n"
@@ -58,8 +58,8 @@ def _sanitized():
 
 
 # Memory bounds in MiB are doubled for a daemon built with ASan (shadow memory,
-# redzones, an allocator that keeps freed chunks).
-MEM_FACTOR = 2 if _sanitized() else 1
+# redzones, an allocator that keeps freed chunks), and more under a wrapper (valgrind).
+MEM_FACTOR = 4 if WRAPPER else 2 if _sanitized() else 1
 
 
 def daemon_env(**extra):
@@ -95,8 +95,8 @@ class RssWatch:
         while not self._stop.is_set():
             try:
                 self.peak = max(self.peak, rss_kib(self.pid))
-            except (FileNotFoundError, ProcessLookupError):
-                return
+            except (FileNotFoundError, ProcessLookupError, AssertionError):
+                return  # the process is gone or exiting
             self._stop.wait(0.01)
 
     def stop(self):
@@ -322,6 +322,9 @@ class SocketTest(unittest.TestCase):
 
     def test_descriptors_on_garbage_are_closed(self):
         r = self.raw()
+        # One round trip first, so the daemon has accepted this connection before counting.
+        r.send(b'{"jsonrpc":"2.0","id":0,"method":"daemon.version"}\n')
+        r.answer()
         before = fd_count(self.d.proc.pid)
         lines = [b"garbage\n", b'{"jsonrpc":"2.0","id":1,"method":"nope"}\n',
                  b'{"jsonrpc":"2.0","id":1,"method":"daemon.version"}\n',
@@ -431,7 +434,10 @@ class SocketTest(unittest.TestCase):
 # --- followers that do not read ----------------------------------------------------------
 
 class FollowerTest(unittest.TestCase):
-    def test_never_reading_followers_are_dropped_with_a_notice(self):
+    def test_followers_that_do_not_read_are_held_back_not_buffered(self):
+        """Backpressure, not buffering: a follower that stops reading gets no more than
+        about 1 MiB queued; the rest waits in the store until it reads again, and then
+        it gets every event once, in order."""
         tmp = tempfile.mkdtemp(prefix="sbh-")
         self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
         ctx = os.path.join(tmp, "ctx")
@@ -483,34 +489,37 @@ class FollowerTest(unittest.TestCase):
         watch = RssWatch(d.proc.pid)
         for b in sim.builds():
             sim.release(b["id"])
-        wait_for(lambda: d.log().count("dropping client") >= 3, 120, "the slow followers' drop")
-        got = []
-        for s in slow:
-            data = b""
-            s.settimeout(30)
-            while True:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                data += chunk
-            got.append(data)
         t.join(180)
-        watch.stop()
         self.assertFalse(t.is_alive())
         self.assertEqual(result["result"]["job"]["state"], "succeeded", result)
-        for data in got:
-            last = json.loads(data.rstrip(b"\n").rsplit(b"\n", 1)[-1])
-            self.assertEqual(last["method"], "daemon.dropped", last)
-            self.assertIn("slow reader", last["params"]["reason"])
-            # Whole lines before it: the notice follows the message being written.
-            for line in data.rstrip(b"\n").split(b"\n"):
-                json.loads(line)
-        # The reader saw every event once, in order, whatever drops it went through.
+        # The reading follower kept up: never dropped, every event once, in order.
+        self.assertEqual(drops[0], 0)
         self.assertEqual(seqs, list(range(1, len(seqs) + 1)))
         self.assertEqual(len(seqs), result["result"]["last_seq"])
         self.assertEqual(sum(1 for x in texts if "extra output line" in x), lines)
-        # Three unread followers of ~45 MiB of notifications each: held to the 8 MiB limit.
+        # Three unread followers of ~45 MiB of notifications each did not grow the daemon.
+        watch.stop()
         assert_bounded(self, watch, 64)
+        self.assertNotIn("dropping client", d.log())
+        # Now they read: each gets everything, then its answer.
+        for s in slow:
+            s.settimeout(60)
+            buf, got, answer = b"", [], None
+            while answer is None:
+                chunk = s.recv(1 << 20)
+                self.assertTrue(chunk, "connection closed before the answer")
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                for line in complete:
+                    m = json.loads(line)
+                    if "id" in m:
+                        answer = m
+                    else:
+                        self.assertEqual(m["method"], "build.event")
+                        got.append(m["params"]["seq"])
+            self.assertEqual(got, list(range(1, len(got) + 1)))
+            self.assertEqual(len(got), answer["result"]["last_seq"])
+            self.assertEqual(answer["result"]["job"]["state"], "succeeded")
 
 
 # --- from the network ------------------------------------------------------------------
