@@ -96,7 +96,8 @@ struct job {
 	void (*timer_fn)(struct job *j);
 	int attempts;
 	double last_progress;
-	bool log_capped;         /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
+	bool log_capped; /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
+	char *storage_error; /* a write failed: the job is being failed, events are dropped */
 	char *registry_password; /* local builds: issued credentials, memory only */
 	char *registry_username;
 	char *registry_url;
@@ -170,17 +171,25 @@ static void job_drop_pending(struct job *j)
 }
 
 /* Writes the record with the pending events in one transaction. */
+static void job_storage_fail(struct job *j);
+static void job_after(struct job *j, double seconds, void (*fn)(struct job *j));
+
+/*
+ * Writes the record with the pending events in one transaction.  When that fails
+ * (disk full, I/O error) the events are dropped, so memory stays bounded, and the
+ * job is failed from the loop soon after: nothing retries the write line by line.
+ */
 static int job_flush(struct job *j, char **err)
 {
 	char *e = NULL;
 	int rc = store_job_save_with_events(j->js->d->store, j->rec, j->pending, j->npending, &e);
-	if (rc == 0) {
-		job_drop_pending(j);
-	} else {
+	job_drop_pending(j);
+	if (rc != 0) {
 		log_warnx("job %s: cannot write to the database: %s", j->rec->id, e);
-		/* Keep memory bounded when the disk stays full: the lines are lost, not the job. */
-		if (j->npending > 4 * FLUSH_MAX_PENDING)
-			job_drop_pending(j);
+		if (j->storage_error == NULL) {
+			j->storage_error = xstrdup(e);
+			job_after(j, 0, job_storage_fail);
+		}
 	}
 	if (err)
 		*err = e;
@@ -233,7 +242,10 @@ static void job_emit(struct job *j, const char *kind, const char *step, const ch
 		w->cbs.on_event(w->arg, j->rec->id, ev);
 	}
 
-	if (j->npending >= FLUSH_MAX_PENDING) {
+	if (j->storage_error) {
+		if (j->npending >= FLUSH_MAX_PENDING)
+			job_drop_pending(j); /* the job is failing: keep memory bounded */
+	} else if (j->npending >= FLUSH_MAX_PENDING) {
 		job_flush(j, NULL);
 	} else if (!evtimer_pending(j->flush_ev, NULL)) {
 		struct timeval tv = {0, FLUSH_DELAY_MS * 1000};
@@ -309,6 +321,7 @@ static void job_free(struct job *j)
 		TAILQ_REMOVE(&j->watches, w, entry);
 		free(w);
 	}
+	free(j->storage_error);
 	free(j->registry_password);
 	free(j->registry_username);
 	free(j->registry_url);
@@ -341,18 +354,31 @@ static int job_set_state(struct job *j, const char *state)
 	char *err = NULL;
 	if (job_flush(j, &err) != 0) {
 		if (job_state_terminal(state)) {
+			/* The events could not be stored with it: keep at least the outcome. */
+			char *e2 = NULL;
+			if (store_job_save(j->js->d->store, j->rec, &e2) != 0)
+				log_warnx("job %s: cannot record that it %s: %s", j->rec->id, state,
+				          e2);
+			free(e2);
 			free(err);
+			jobs_schedule_soon(j->js);
 			return -1;
 		}
-		char *msg = xasprintf("storage error: %s", err);
 		free(err);
-		job_finish(j, "failed", msg,
-		           "free space on the daemon's state directory, then retry the job");
-		free(msg);
+		job_storage_fail(j);
 		return -1;
 	}
 	jobs_schedule_soon(j->js);
 	return 0;
+}
+
+static void job_storage_fail(struct job *j)
+{
+	char *msg = xasprintf("storage error: %s", j->storage_error);
+	job_finish(j, "failed", msg,
+	           "free space where the daemon keeps its state (snapbuild daemon info shows "
+	           "state_dir), then retry the job");
+	free(msg);
 }
 
 /* Tells every watcher the job has ended and lets go of them. */

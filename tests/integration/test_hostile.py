@@ -886,11 +886,10 @@ class ContextTest(unittest.TestCase):
 # --- a full database ------------------------------------------------------------------
 
 class StorageFullTest(unittest.TestCase):
-    # daemon/jobs.c retries a failed event write with every new line (the loop is held
-    # for as long as the disk stays full) and, when the final state cannot be written
-    # with the events before it, leaves the job non-terminal in the database: build.get
-    # answers "building" for good.  Remove the skip with the fix (see the issue 6 report).
-    @unittest.skip("jobs.c: a full database holds the loop and leaves the job non-terminal")
+    """The database capped (SNAPBUILD_TEST_MAX_PAGE_COUNT) and filled by a chatty build:
+    that job fails with a storage error and a hint, the others keep their records, and
+    the daemon keeps answering."""
+
     def test_full_database_fails_the_job_and_the_daemon_serves_on(self):
         tmp = tempfile.mkdtemp(prefix="sbf-")
         self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
