@@ -94,3 +94,32 @@ def wait_job(d, job_id, states=("succeeded", "failed", "cancelled"), timeout=60)
         j = d.call("build.get", {"id": job_id})
         return j if j["state"] in states else None
     return wait_for(done, timeout, "job %s to reach %s" % (job_id, "/".join(states)))
+
+
+def write_tree(root, files):
+    """Creates files (path -> bytes) under root, with their directories."""
+    for path, data in files.items():
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+
+
+def submit(d, ctx, **params):
+    """build.submit with ctx passed as a directory fd, as the CLI does; the answer object."""
+    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with d.conn() as c:
+            p = {"context": ctx}
+            p.update(params)
+            return c.call("build.submit", p, fds=[fd])
+    finally:
+        os.close(fd)
+
+
+def submit_ok(d, ctx, **params):
+    """submit(), failing the test on an error; the job."""
+    msg = submit(d, ctx, **params)
+    if "error" in msg:
+        raise AssertionError("build.submit failed: %r" % msg["error"])
+    return msg["result"]

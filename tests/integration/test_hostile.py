@@ -41,7 +41,7 @@ import unittest
 import uuid
 
 from harness import DAEMON, WRAPPER, Conn, Daemon, clean_env, wait_for
-from simharness import API_KEY, Sim, wait_job
+from simharness import API_KEY, Sim, submit_ok, wait_job, write_tree
 
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\n"
 MARKER = " \u2026[truncated]"
@@ -115,23 +115,6 @@ def assert_bounded(test, watch, mib):
     """The RSS grew by less than mib MiB (times MEM_FACTOR) while watched."""
     growth = watch.growth_mib()
     test.assertLess(growth, mib * MEM_FACTOR, "RSS grew by %.1f MiB" % growth)
-
-
-def write_tree(root, files):
-    for path, data in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
-
-
-def submit(d, ctx, **params):
-    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with d.conn() as c:
-            return c.result("build.submit", params, fds=[fd])
-    finally:
-        os.close(fd)
 
 
 def all_events(d, job_id):
@@ -448,7 +431,7 @@ class FollowerTest(unittest.TestCase):
         d = sim.daemon(tmp=tempfile.mkdtemp(dir=tmp), env=daemon_env())
         self.addCleanup(d.__exit__, None, None, None)
         sim.faults(hold="start")
-        job = submit(d, ctx)["id"]
+        job = submit_ok(d, ctx)["id"]
         wait_job(d, job, states=("building",))
 
         slow = []
@@ -638,7 +621,7 @@ class NetworkTest(unittest.TestCase):
         self.addCleanup(self.d.__exit__, None, None, None)
         # One ordinary build first, so the baseline RSS has everything warmed up.
         self.builder.logs = lambda b, w, last: b.write(w, b"id: 1\ndata: warm\n\n" + DONE)
-        job = wait_job(self.d, submit(self.d, self.ctx)["id"])
+        job = wait_job(self.d, submit_ok(self.d, self.ctx)["id"])
         self.assertEqual(job["state"], "succeeded", job)
 
     def build_lines(self, job_id):
@@ -653,7 +636,7 @@ class NetworkTest(unittest.TestCase):
             b.write(w, b"\n\nid: 3\ndata: after\n\n" + DONE)
         self.builder.logs = logs
         watch = RssWatch(self.d.proc.pid)
-        job = wait_job(self.d, submit(self.d, self.ctx)["id"])
+        job = wait_job(self.d, submit_ok(self.d, self.ctx)["id"])
         watch.stop()
         self.assertEqual(job["state"], "succeeded", job)
         lines = self.build_lines(job["id"])
@@ -671,7 +654,7 @@ class NetworkTest(unittest.TestCase):
             while not b.stop_stream.is_set():
                 b.write(w, chunk)
         self.builder.logs = logs
-        job = submit(self.d, self.ctx)["id"]
+        job = submit_ok(self.d, self.ctx)["id"]
         wait_job(self.d, job, states=("building",))
         watch = RssWatch(self.d.proc.pid)
         wait_for(lambda: self.builder.sent > 160 * MiB, 120, "160 MiB of one line")
@@ -704,7 +687,7 @@ class NetworkTest(unittest.TestCase):
             b.write(w, bytes(out) + b"\n\n" + DONE)
         self.builder.logs = logs
         watch = RssWatch(self.d.proc.pid)
-        job = wait_job(self.d, submit(self.d, self.ctx)["id"], timeout=120)
+        job = wait_job(self.d, submit_ok(self.d, self.ctx)["id"], timeout=120)
         watch.stop()
         self.assertIn(job["state"], ("succeeded", "failed"), job)
         events = all_events(self.d, job["id"])  # json.loads refuses invalid text
@@ -723,7 +706,7 @@ class NetworkTest(unittest.TestCase):
         for code, body in bodies:
             with self.subTest(body=body[:30]):
                 self.builder.status = lambda ref, body=body, code=code: (code, body)
-                job = wait_job(self.d, submit(self.d, self.ctx)["id"], timeout=120)
+                job = wait_job(self.d, submit_ok(self.d, self.ctx)["id"], timeout=120)
                 self.assertEqual(job["state"], "failed", job)
                 self.assertRegex(job["error"], "status|image reference", job)
         # Only the warm-up build of setUp registered a snapshot.
@@ -752,7 +735,7 @@ class EngineOutputTest(unittest.TestCase):
         d = sim.daemon(config="local_engine = docker\n", tmp=tempfile.mkdtemp(dir=tmp),
                        env=daemon_env(PATH=fakebin + ":/usr/bin:/bin"))
         self.addCleanup(d.__exit__, None, None, None)
-        job = wait_job(d, submit(d, ctx, backend="local")["id"])
+        job = wait_job(d, submit_ok(d, ctx, backend="local")["id"])
         self.assertEqual(job["state"], "succeeded", job)
         with Conn(d.socket) as c:
             c.send("build.logs", {"id": job["id"]})
@@ -792,7 +775,7 @@ class ContextTest(unittest.TestCase):
                 os.write(fd, b"%d\n" % k)
                 os.close(fd)
         watch = RssWatch(self.d.proc.pid)
-        job = wait_job(self.d, submit(self.d, ctx)["id"], timeout=180)
+        job = wait_job(self.d, submit_ok(self.d, ctx)["id"], timeout=180)
         watch.stop()
         self.assertEqual(job["state"], "succeeded", job)
         self.assertGreaterEqual(job["archive"]["files"], 100001)
@@ -833,7 +816,7 @@ class ContextTest(unittest.TestCase):
         try:
             outcomes = []
             for _ in range(3):
-                job = wait_job(self.d, submit(self.d, ctx)["id"], timeout=120)
+                job = wait_job(self.d, submit_ok(self.d, ctx)["id"], timeout=120)
                 outcomes.append(job)
         finally:
             stop.set()
@@ -866,7 +849,7 @@ class ContextTest(unittest.TestCase):
         os.symlink("..", os.path.join(ctx, "dir", "up"))
         os.symlink("/etc/passwd", os.path.join(ctx, "outside"))
         os.symlink("missing", os.path.join(ctx, "dangling"))
-        job = wait_job(self.d, submit(self.d, ctx)["id"], timeout=60)
+        job = wait_job(self.d, submit_ok(self.d, ctx)["id"], timeout=60)
         self.assertEqual(job["state"], "succeeded", job)
         files = {f["path"]: f for f in self.sim.build(job["build_id"])["files"]}
         for name in ("fifo", "chardev", "dir/blockdev", "sock"):
@@ -901,10 +884,10 @@ class StorageFullTest(unittest.TestCase):
                        env=daemon_env(SNAPBUILD_TEST_MAX_PAGE_COUNT="160"))
         self.addCleanup(d.__exit__, None, None, None)
         self.assertIn("capped at 160 pages", d.log())
-        first = wait_job(d, submit(d, ctx)["id"])
+        first = wait_job(d, submit_ok(d, ctx)["id"])
         self.assertEqual(first["state"], "succeeded", first)
         sim.faults(log_lines=100000)
-        job = submit(d, ctx)["id"]
+        job = submit_ok(d, ctx)["id"]
         j = wait_job(d, job, timeout=120)
         self.assertEqual(j["state"], "failed", j)
         self.assertIn("storage", j["error"])

@@ -35,7 +35,7 @@ import unittest
 import uuid
 
 from harness import DAEMON, SLOWDOWN, Conn, can_connect, clean_env, wait_for
-from simharness import API_KEY, Sim, wait_job
+from simharness import API_KEY, Sim, wait_job, write_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAKES = os.path.join(HERE, "fakes")
@@ -109,14 +109,6 @@ def as_user(user, socket_path, requests, timeout=120):
     if r.returncode != 0:
         raise AssertionError("client as %s failed: %s" % (user, r.stderr))
     return json.loads(r.stdout)
-
-
-def write_tree(root, files):
-    for path, data in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
 
 
 class Recorder(Conn):

@@ -14,36 +14,9 @@ import threading
 import unittest
 
 from harness import Conn, wait_for
-from simharness import API_KEY, Sim, wait_job
+from simharness import API_KEY, Sim, submit, submit_ok, wait_job, write_tree
 
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\nRUN make -C /app\n"
-
-
-def write_tree(root, files):
-    for path, data in files.items():
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "wb") as f:
-            f.write(data)
-
-
-def submit(d, ctx, **params):
-    """build.submit with ctx passed as a directory fd; returns the answer object."""
-    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with d.conn() as c:
-            p = {"context": ctx}
-            p.update(params)
-            return c.call("build.submit", p, fds=[fd])
-    finally:
-        os.close(fd)
-
-
-def submit_ok(d, ctx, **params):
-    msg = submit(d, ctx, **params)
-    if "error" in msg:
-        raise AssertionError("build.submit failed: %r" % msg["error"])
-    return msg["result"]
 
 
 def follow(d, job_id, after=0):
