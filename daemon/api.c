@@ -125,7 +125,7 @@ static void follow_connect(struct api_op *op);
 
 /* ---- helpers ---- */
 
-static char *api_escape(const char *s)
+char *api_escape(const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	char *out = xmalloc(strlen(s) * 3 + 1), *o = out;
@@ -164,6 +164,21 @@ char *api_builder_url_from_base(const char *base_url)
 	out = xasprintf("%.*sbuilder.%s", (int)(host - url), url, host + sizeof(prefix) - 1);
 	free(url);
 	return out;
+}
+
+bool api_alias_valid(const char *a)
+{
+	size_t n = strlen(a), ats = 0;
+
+	if (n == 0 || n > 255 || a[0] == '@' || a[n - 1] == '@')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)a[i];
+		if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
+			return false;
+		ats += c == '@';
+	}
+	return ats <= 1;
 }
 
 bool api_cache_key_valid(const char *key)

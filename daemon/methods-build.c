@@ -235,21 +235,6 @@ static bool get_string_map(struct rpc_call *call, json_object *params, const cha
 	return true;
 }
 
-/* tag, or namespace@tag: printable, no spaces, at most one '@' with text on both sides. */
-static bool alias_valid(const char *a)
-{
-	size_t n = strlen(a), ats = 0;
-	if (n == 0 || n > 255 || a[0] == '@' || a[n - 1] == '@')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a[i];
-		if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
-			return false;
-		ats += c == '@';
-	}
-	return ats <= 1;
-}
-
 /* Relative, inside the context: no absolute path, no '..' component escaping it. */
 static bool dockerfile_inside(const char *p)
 {
@@ -389,7 +374,7 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			dockerfile);
 		goto out;
 	}
-	if (alias && !alias_valid(alias)) {
+	if (alias && !api_alias_valid(alias)) {
 		invalid(call, "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
 			alias);
 		goto out;

@@ -59,25 +59,6 @@ static void snap_req_next(struct snap_req *r);
 
 /* --- helpers ------------------------------------------------------------------------ */
 
-static char *snap_escape(const char *s)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char *out = xmalloc(strlen(s) * 3 + 1), *o = out;
-
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-			*o++ = (char)c;
-		} else {
-			*o++ = '%';
-			*o++ = hex[c >> 4];
-			*o++ = hex[c & 15];
-		}
-	}
-	*o = '\0';
-	return out;
-}
-
 static bool snap_is_uuid(const char *s)
 {
 	if (strlen(s) != 36)
@@ -93,27 +74,10 @@ static bool snap_is_uuid(const char *s)
 	return true;
 }
 
-/* tag, or namespace@tag: printable, no spaces, at most one '@' with text on both sides
- * (the rule build.submit applies to its alias). */
-static bool snap_alias_valid(const char *a)
-{
-	size_t n = strlen(a), ats = 0;
-
-	if (n == 0 || n > 255 || a[0] == '@' || a[n - 1] == '@')
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)a[i];
-		if (c <= ' ' || c == 0x7f || c == '/' || c == '?' || c == '#' || c == '%')
-			return false;
-		ats += c == '@';
-	}
-	return ats <= 1;
-}
-
 /* "/v1/snapshots/<uuid>" or "/v1/snapshots/@<alias>" for a checked reference. */
 static char *snap_ref_path(const char *ref)
 {
-	char *esc = snap_escape(ref[0] == '@' ? ref + 1 : ref);
+	char *esc = api_escape(ref[0] == '@' ? ref + 1 : ref);
 	char *path = xasprintf("/v1/snapshots/%s%s", ref[0] == '@' ? "@" : "", esc);
 
 	free(esc);
@@ -197,7 +161,7 @@ static bool snap_get_ref(struct rpc_call *call, json_object *params, const char 
 {
 	if (!snap_get_string(call, params, key, true, out))
 		return false;
-	if (snap_is_uuid(*out) || ((*out)[0] == '@' && snap_alias_valid(*out + 1)))
+	if (snap_is_uuid(*out) || ((*out)[0] == '@' && api_alias_valid(*out + 1)))
 		return true;
 	return snap_invalid(call, "'%s' must be a snapshot id (a UUID) or @alias, not '%.80s'", key,
 	                    *out);
@@ -207,7 +171,7 @@ static bool snap_get_alias(struct rpc_call *call, json_object *params, const cha
 {
 	if (!snap_get_string(call, params, "alias", true, out))
 		return false;
-	if (snap_alias_valid(*out))
+	if (api_alias_valid(*out))
 		return true;
 	return snap_invalid(call,
 	                    "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', "
@@ -405,26 +369,26 @@ static void snap_req_next(struct snap_req *r)
 		r->op = api_mgmt_call(api, "GET", path, NULL, true, snap_done_cb, r);
 		break;
 	case SNAP_STEP_HOLDER:
-		esc = snap_escape(r->alias);
+		esc = api_escape(r->alias);
 		path = xasprintf("/v1/snapshots/@%s", esc);
 		free(esc);
 		r->op = api_mgmt_call(api, "GET", path, NULL, true, snap_done_cb, r);
 		break;
 	case SNAP_STEP_CHANGE:
 		if (r->kind == SNAP_RETIRE) {
-			esc = snap_escape(r->snapshot_id);
+			esc = api_escape(r->snapshot_id);
 			path = xasprintf("/v1/snapshots/%s/retire", esc);
 			free(esc);
 			r->op = api_mgmt_call(api, "POST", path, NULL, true, snap_done_cb, r);
 		} else if (r->kind == SNAP_ALIAS) {
-			esc = snap_escape(r->snapshot_id);
+			esc = api_escape(r->snapshot_id);
 			path = xasprintf("/v1/snapshots/%s/aliases", esc);
 			free(esc);
 			body = json_object_new_object();
 			json_object_object_add(body, "alias", json_object_new_string(r->alias));
 			r->op = api_mgmt_call(api, "POST", path, body, true, snap_done_cb, r);
 		} else {
-			esc = snap_escape(r->alias);
+			esc = api_escape(r->alias);
 			path = xasprintf("/v1/snapshot-aliases/%s", esc);
 			free(esc);
 			r->op = api_mgmt_call(api, "DELETE", path, NULL, true, snap_done_cb, r);
@@ -508,7 +472,7 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 		query = next;
 	}
 	if (cursor != NULL) {
-		ev = snap_escape(cursor);
+		ev = api_escape(cursor);
 		next = xasprintf("%s&cursor=%s", query, ev);
 		free(ev);
 		free(query);
@@ -517,8 +481,8 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 	if (tags != NULL) {
 		json_object_object_foreach(tags, k, tv)
 		{
-			ek = snap_escape(k);
-			ev = snap_escape(json_object_get_string(tv));
+			ek = api_escape(k);
+			ev = api_escape(json_object_get_string(tv));
 			next = xasprintf("%s&tags%%5B%s%%5D=%s", query, ek, ev);
 			free(ek);
 			free(ev);

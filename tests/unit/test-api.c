@@ -307,6 +307,25 @@ static void test_cache_key_valid(void **state)
 	assert_false(api_cache_key_valid(long_key));
 }
 
+static void test_alias_and_escape(void **state)
+{
+	(void)state;
+	char *e;
+
+	assert_true(api_alias_valid("app"));
+	assert_true(api_alias_valid("team@app-1.2"));
+	assert_false(api_alias_valid(""));
+	assert_false(api_alias_valid("@app"));
+	assert_false(api_alias_valid("team@"));
+	assert_false(api_alias_valid("a@b@c"));
+	assert_false(api_alias_valid("a b"));
+	assert_false(api_alias_valid("a/b"));
+	assert_false(api_alias_valid("a?b"));
+	e = api_escape("tags[k]=v w/~");
+	assert_string_equal(e, "tags%5Bk%5D%3Dv%20w%2F~");
+	free(e);
+}
+
 /* ---- submit ---- */
 
 static struct api_op *submit(struct ctx *c, struct res *r, const char *cache_key)
@@ -1286,6 +1305,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_builder_url_from_base),
 	    cmocka_unit_test(test_cache_key_valid),
+	    cmocka_unit_test(test_alias_and_escape),
 	    T(test_submit_sends_the_parts_exactly),
 	    T(test_submit_optional_parts),
 	    T(test_submit_retries_then_succeeds),
