@@ -59,21 +59,6 @@ static void snap_req_next(struct snap_req *r);
 
 /* --- helpers ------------------------------------------------------------------------ */
 
-static bool snap_is_uuid(const char *s)
-{
-	if (strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++) {
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (s[i] != '-')
-				return false;
-		} else if (!isxdigit((unsigned char)s[i])) {
-			return false;
-		}
-	}
-	return true;
-}
-
 /* "/v1/snapshots/<uuid>" or "/v1/snapshots/@<alias>" for a checked reference. */
 static char *snap_ref_path(const char *ref)
 {
@@ -161,7 +146,7 @@ static bool snap_get_ref(struct rpc_call *call, json_object *params, const char 
 {
 	if (!snap_get_string(call, params, key, true, out))
 		return false;
-	if (snap_is_uuid(*out) || ((*out)[0] == '@' && api_alias_valid(*out + 1)))
+	if (uuid_valid(*out) || ((*out)[0] == '@' && api_alias_valid(*out + 1)))
 		return true;
 	return snap_invalid(call, "'%s' must be a snapshot id (a UUID) or @alias, not '%.80s'", key,
 	                    *out);

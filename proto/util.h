@@ -28,6 +28,9 @@ char *format_bytes(uint64_t n);
 /* Fresh random UUID (version 4), lower case, 36 characters plus NUL. */
 void uuid_v4(char out[37]);
 
+/* True for a UUID in its 8-4-4-4-12 hexadecimal text form (either case). */
+bool uuid_valid(const char *s);
+
 /* Seconds and milliseconds since the epoch, from the realtime clock. */
 double now_seconds(void);
 

@@ -31,6 +31,8 @@ import unittest
 import urllib.error
 import urllib.request
 
+import harness
+
 BIN_DIR = os.environ.get("SNAPBUILD_BIN_DIR",
                          os.path.join(os.path.dirname(__file__), "../../build"))
 DRIVER = os.path.join(BIN_DIR, "tests", "tools", "localbuild-driver")
@@ -43,16 +45,7 @@ IMAGE = "image-0b6a4c1e-7f0e-4a57-9a53-5f0d7c1b2a3d:0b6a4c1e-7f0e-4a57-9a53-5f0d
 
 
 def wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    return harness.wait_for(cond, timeout, what)
 
 
 def live_group_members(pgid):

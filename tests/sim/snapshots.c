@@ -48,21 +48,6 @@ struct sim_snapshots {
 
 /* --- checks --- */
 
-static bool sim_is_uuid(const char *s)
-{
-	if (strlen(s) != 36)
-		return false;
-	for (int i = 0; i < 36; i++) {
-		if (i == 8 || i == 13 || i == 18 || i == 23) {
-			if (s[i] != '-')
-				return false;
-		} else if (!isxdigit((unsigned char)s[i])) {
-			return false;
-		}
-	}
-	return true;
-}
-
 /* tag or namespace@tag, each part of letters, digits, '.', '_' and '-'. */
 static bool sim_alias_valid(const char *s)
 {
@@ -282,7 +267,7 @@ static int sim_snapshots_load(struct sim_snapshots *st, char **err)
 	for (size_t i = 0; i < json_object_array_length(snaps); i++) {
 		struct json_object *o = json_object_array_get_idx(snaps, i), *tags = NULL, *v;
 		const char *id = sim_get_string(o, "id"), *image = sim_get_string(o, "image");
-		if (id == NULL || !sim_is_uuid(id) || image == NULL ||
+		if (id == NULL || !uuid_valid(id) || image == NULL ||
 		    !json_object_object_get_ex(o, "tags", &tags) ||
 		    !json_object_is_type(tags, json_type_object)) {
 			*err = xasprintf("%s: snapshot %zu is malformed", st->state_file, i);
@@ -307,7 +292,7 @@ static int sim_snapshots_load(struct sim_snapshots *st, char **err)
 		struct json_object *o = json_object_array_get_idx(aliases, i);
 		const char *alias = sim_get_string(o, "alias"),
 		           *sid = sim_get_string(o, "snapshot_id");
-		if (alias == NULL || sid == NULL || !sim_is_uuid(sid)) {
+		if (alias == NULL || sid == NULL || !uuid_valid(sid)) {
 			*err = xasprintf("%s: alias %zu is malformed", st->state_file, i);
 			goto out;
 		}
@@ -567,7 +552,7 @@ static void sim_snapshot_list(struct sim_req *r)
 	}
 	if ((v = sim_req_query(r, "cursor")) != NULL) {
 		bool found = false;
-		for (size_t i = 0; i < st->n && sim_is_uuid(v); i++)
+		for (size_t i = 0; i < st->n && uuid_valid(v); i++)
 			if (strcasecmp(st->v[i]->id, v) == 0) {
 				start = i;
 				found = true;
@@ -608,7 +593,7 @@ static void sim_snapshot_batch(struct sim_req *r)
 			continue;
 		const char *id = r->query[i].value;
 		const char *problem = NULL;
-		if (!sim_is_uuid(id))
+		if (!uuid_valid(id))
 			problem = "ids[] must be UUIDs";
 		else if (++count > 100)
 			problem = "at most 100 ids[] may be given";
@@ -636,7 +621,7 @@ static void sim_snapshot_batch(struct sim_req *r)
 /* The snapshot named by a path id, or NULL after answering 400/404. */
 static struct sim_snapshot *sim_snapshot_lookup(struct sim_req *r, const char *id)
 {
-	if (!sim_is_uuid(id)) {
+	if (!uuid_valid(id)) {
 		sim_reply_bad_param(r, "id", "invalid_uuid", "snapshot id must be a UUID");
 		return NULL;
 	}
