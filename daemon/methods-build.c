@@ -574,7 +574,8 @@ static void build_list(struct rpc_call *call, json_object *params)
 	json_object_object_add(res, "jobs", arr);
 	json_object *next = NULL;
 	if (n > (size_t)limit) {
-		char *c = xasprintf("%.6f/%s", jobs[shown - 1]->created_at, jobs[shown - 1]->id);
+		/* Every digit of the time: a rounded one would repeat or skip the page's last job. */
+		char *c = xasprintf("%.17g/%s", jobs[shown - 1]->created_at, jobs[shown - 1]->id);
 		next = json_object_new_string(c);
 		free(c);
 	}
