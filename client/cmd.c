@@ -16,20 +16,13 @@
 #include "util.h"
 
 static const struct cmd_entry *const cmd_table[] = {
-    &cmd_create_entry,
-    &cmd_jobs_entry,
-    &cmd_logs_entry,
-    &cmd_inspect_entry,
-    &cmd_wait_entry,
-    &cmd_cancel_entry,
-    &cmd_retry_entry,
-    &cmd_prune_entry,
-    &cmd_context_entry,
-    &cmd_snapshots_entry,
-    &cmd_daemon_entry,
-    &cmd_version_entry,
-    &cmd_help_entry,
-    NULL,
+    &cmd_create_entry,  &cmd_jobs_entry,
+    &cmd_logs_entry,    &cmd_inspect_entry,
+    &cmd_wait_entry,    &cmd_cancel_entry,
+    &cmd_retry_entry,   &cmd_prune_entry,
+    &cmd_context_entry, &cmd_snapshots_entry,
+    &cmd_daemon_entry,  &cmd_version_entry,
+    &cmd_help_entry,    NULL,
 };
 
 volatile sig_atomic_t cmd_interrupted;

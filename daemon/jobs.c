@@ -96,8 +96,8 @@ struct job {
 	void (*timer_fn)(struct job *j);
 	int attempts;
 	double last_progress;
-	bool log_capped; /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
-	char *storage_error; /* a write failed: the job is being failed, events are dropped */
+	bool log_capped;         /* MAX_EVENTS_PER_JOB reached: further log lines dropped */
+	char *storage_error;     /* a write failed: the job is being failed, events are dropped */
 	char *registry_password; /* local builds: issued credentials, memory only */
 	char *registry_username;
 	char *registry_url;

@@ -33,9 +33,9 @@
  * reader that keeps up and gets dropped as a slow one (the limit is 8 MiB). */
 #define REPLAY_HIGH_WATER (1 << 20)
 /* build.logs without follow: an answer's size bound, and an event's JSON beyond its text. */
-#define LOGS_MAX_ANSWER (4 << 20)
+#define LOGS_MAX_ANSWER     (4 << 20)
 #define LOGS_EVENT_OVERHEAD 160
-#define REPLAY_PAUSE_MS	  5
+#define REPLAY_PAUSE_MS     5
 
 /* --- JSON of jobs and events ------------------------------------------------------- */
 
@@ -128,7 +128,8 @@ static json_object *event_json(const char *job_id, const struct store_event *ev)
 
 /* --- parameter checking ------------------------------------------------------------- */
 
-static bool invalid(struct rpc_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool invalid(struct rpc_call *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static bool invalid(struct rpc_call *call, const char *fmt, ...)
 {
 	va_list ap;
@@ -161,7 +162,7 @@ static bool check_params(struct rpc_call *call, json_object *params, const char 
 
 /* Optional string field; *out NULL when absent or null.  False after replying. */
 static bool get_string(struct rpc_call *call, json_object *params, const char *key,
-		       const char **out)
+                       const char **out)
 {
 	json_object *v = NULL;
 	*out = NULL;
@@ -174,7 +175,7 @@ static bool get_string(struct rpc_call *call, json_object *params, const char *k
 }
 
 static bool get_required_string(struct rpc_call *call, json_object *params, const char *key,
-				const char **out)
+                                const char **out)
 {
 	if (!get_string(call, params, key, out))
 		return false;
@@ -184,7 +185,7 @@ static bool get_required_string(struct rpc_call *call, json_object *params, cons
 }
 
 static bool get_int(struct rpc_call *call, json_object *params, const char *key, int64_t min,
-		    int64_t max, int64_t *out)
+                    int64_t max, int64_t *out)
 {
 	json_object *v = NULL;
 	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
@@ -194,7 +195,7 @@ static bool get_int(struct rpc_call *call, json_object *params, const char *key,
 	int64_t n = json_object_get_int64(v);
 	if (n < min || n > max)
 		return invalid(call, "'%s' must be between %lld and %lld", key, (long long)min,
-			       (long long)max);
+		               (long long)max);
 	*out = n;
 	return true;
 }
@@ -212,7 +213,7 @@ static bool get_bool(struct rpc_call *call, json_object *params, const char *key
 
 /* A string→string map, serialized for the store ("{}" when absent). */
 static bool get_string_map(struct rpc_call *call, json_object *params, const char *key,
-			   const char *reserved, char **out)
+                           const char *reserved, char **out)
 {
 	json_object *v = NULL;
 	*out = NULL;
@@ -259,7 +260,8 @@ static bool dockerfile_inside(const char *p)
 static const char *host_architecture(void)
 {
 	struct utsname u;
-	if (uname(&u) == 0 && (strcmp(u.machine, "aarch64") == 0 || strcmp(u.machine, "arm64") == 0))
+	if (uname(&u) == 0 &&
+	    (strcmp(u.machine, "aarch64") == 0 || strcmp(u.machine, "arm64") == 0))
 		return "arm64";
 	return "amd64";
 }
@@ -270,7 +272,7 @@ static const char *host_architecture(void)
  * refusal of a prefix that names one job of the caller's).  Same results as jobs_get.
  */
 static int lookup_own_prefix(struct daemon *d, const struct rpc_peer *peer, const char *prefix,
-			     struct store_job **out, char **err)
+                             struct store_job **out, char **err)
 {
 	struct store_job_filter f = {.uid = (int64_t)peer->uid};
 	struct store_job **jobs = NULL;
@@ -309,11 +311,13 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 		return true;
 	if (rc == 1) {
 		char *msg = xasprintf("no job '%s'", id);
-		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, msg, "list your jobs with: snapbuild jobs");
+		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, msg,
+		                     "list your jobs with: snapbuild jobs");
 		free(msg);
 	} else if (rc == 2) {
 		char *msg = xasprintf("job id prefix '%s' is ambiguous", id);
-		rpc_reply_error_hint(call, JSONRPC_INVALID_PARAMS, msg, "give more characters of the id");
+		rpc_reply_error_hint(call, JSONRPC_INVALID_PARAMS, msg,
+		                     "give more characters of the id");
 		free(msg);
 	} else {
 		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
@@ -326,14 +330,15 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 
 static void build_submit(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"context", "image", "dockerfile", "alias", "tags", "ttl",
-					    "cache_key", "build_args", "backend", "architecture", NULL};
+	static const char *const known[] = {"context", "image",        "dockerfile", "alias",
+	                                    "tags",    "ttl",          "cache_key",  "build_args",
+	                                    "backend", "architecture", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int fd = rpc_call_take_fd(call);
 	char *tags = NULL, *build_args = NULL;
 	const char *context = NULL, *image = NULL, *dockerfile = NULL, *alias = NULL,
-		   *cache_key = NULL, *backend = NULL, *arch = NULL;
+	           *cache_key = NULL, *backend = NULL, *arch = NULL;
 	int64_t ttl = 0;
 
 	if (!check_params(call, params, known) || !get_string(call, params, "context", &context) ||
@@ -364,24 +369,25 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	}
 	if (!image && !context && fd < 0) {
 		invalid(call, "'context' is required (or 'image'): pass the context directory as a "
-			      "file descriptor with SCM_RIGHTS");
+		              "file descriptor with SCM_RIGHTS");
 		goto out;
 	}
 	if (dockerfile == NULL)
 		dockerfile = "Dockerfile";
 	if (!image && !dockerfile_inside(dockerfile)) {
 		invalid(call, "'dockerfile' must be a relative path inside the context, not '%s'",
-			dockerfile);
+		        dockerfile);
 		goto out;
 	}
 	if (alias && !api_alias_valid(alias)) {
-		invalid(call, "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
-			alias);
+		invalid(call,
+		        "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
+		        alias);
 		goto out;
 	}
 	if (cache_key && !api_cache_key_valid(cache_key)) {
 		invalid(call, "'cache_key' must be a lower-case path of letters, digits, '.', '_', "
-			      "'-' and '/', without a tag, at most 255 characters");
+		              "'-' and '/', without a tag, at most 255 characters");
 		goto out;
 	}
 	if (backend == NULL)
@@ -400,10 +406,11 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	if (!image && fd < 0) {
 		/* A plain path is read with the daemon's rights: only for its own user. */
 		if (peer->uid != geteuid()) {
-			rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
-					     "a context path is accepted only from the daemon's own user",
-					     "pass the directory as a file descriptor (SCM_RIGHTS), as "
-					     "the snapbuild CLI does");
+			rpc_reply_error_hint(
+			    call, SB_ERR_PERMISSION_DENIED,
+			    "a context path is accepted only from the daemon's own user",
+			    "pass the directory as a file descriptor (SCM_RIGHTS), as "
+			    "the snapbuild CLI does");
 			goto out;
 		}
 		if (context[0] != '/') {
@@ -412,7 +419,8 @@ static void build_submit(struct rpc_call *call, json_object *params)
 		}
 		fd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0) {
-			char *msg = xasprintf("cannot open context %s: %s", context, strerror(errno));
+			char *msg =
+			    xasprintf("cannot open context %s: %s", context, strerror(errno));
 			rpc_reply_error(call, SB_ERR_CONTEXT, msg, NULL);
 			free(msg);
 			goto out;
@@ -422,31 +430,32 @@ static void build_submit(struct rpc_call *call, json_object *params)
 		struct stat st;
 		if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
 			rpc_reply_error_hint(call, SB_ERR_CONTEXT,
-					     "the file descriptor passed is not a directory",
-					     "pass the context directory, opened with O_DIRECTORY");
+			                     "the file descriptor passed is not a directory",
+			                     "pass the context directory, opened with O_DIRECTORY");
 			goto out;
 		}
 		if (fstatat(fd, dockerfile, &st, 0) != 0 || !S_ISREG(st.st_mode)) {
 			char *msg = xasprintf("no Dockerfile '%s' in the context", dockerfile);
-			rpc_reply_error_hint(call, SB_ERR_CONTEXT, msg,
-					     "give its path relative to the context with --dockerfile");
+			rpc_reply_error_hint(
+			    call, SB_ERR_CONTEXT, msg,
+			    "give its path relative to the context with --dockerfile");
 			free(msg);
 			goto out;
 		}
 	}
 
 	struct job_request req = {
-		.dirfd = fd,
-		.context_desc = context,
-		.image = image,
-		.dockerfile = dockerfile,
-		.alias = alias,
-		.tags_json = tags,
-		.build_args_json = build_args,
-		.ttl = ttl,
-		.cache_key = cache_key,
-		.backend = backend,
-		.architecture = arch,
+	    .dirfd = fd,
+	    .context_desc = context,
+	    .image = image,
+	    .dockerfile = dockerfile,
+	    .alias = alias,
+	    .tags_json = tags,
+	    .build_args_json = build_args,
+	    .ttl = ttl,
+	    .cache_key = cache_key,
+	    .backend = backend,
+	    .architecture = arch,
 	};
 	struct store_job *job = NULL;
 	char *err = NULL;
@@ -481,9 +490,9 @@ static void build_get(struct rpc_call *call, json_object *params)
 
 static bool state_known(const char *s)
 {
-	static const char *const states[] = {"packing", "queued", "uploading", "building", "pushing",
-					     "registering", "aliasing", "cancelling", "succeeded",
-					     "failed", "cancelled", NULL};
+	static const char *const states[] = {"packing",   "queued",      "uploading", "building",
+	                                     "pushing",   "registering", "aliasing",  "cancelling",
+	                                     "succeeded", "failed",      "cancelled", NULL};
 	for (size_t i = 0; states[i]; i++)
 		if (strcmp(states[i], s) == 0)
 			return true;
@@ -499,8 +508,10 @@ static void build_list(struct rpc_call *call, json_object *params)
 	const char *cursor = NULL;
 	bool all = false;
 	const char *states[16] = {0};
-	if (!check_params(call, params, known) || !get_int(call, params, "limit", 1, 1000, &limit) ||
-	    !get_string(call, params, "cursor", &cursor) || !get_bool(call, params, "all_users", &all))
+	if (!check_params(call, params, known) ||
+	    !get_int(call, params, "limit", 1, 1000, &limit) ||
+	    !get_string(call, params, "cursor", &cursor) ||
+	    !get_bool(call, params, "all_users", &all))
 		return;
 	json_object *st = NULL;
 	if (params && json_object_object_get_ex(params, "state", &st) && st) {
@@ -508,11 +519,12 @@ static void build_list(struct rpc_call *call, json_object *params)
 		if (json_object_is_type(st, json_type_string)) {
 			states[n++] = json_object_get_string(st);
 		} else if (json_object_is_type(st, json_type_array) &&
-			   json_object_array_length(st) < 15) {
+		           json_object_array_length(st) < 15) {
 			for (size_t i = 0; i < json_object_array_length(st); i++) {
 				json_object *e = json_object_array_get_idx(st, i);
 				if (!json_object_is_type(e, json_type_string)) {
-					invalid(call, "'state' must be a state name or a list of them");
+					invalid(call,
+					        "'state' must be a state name or a list of them");
 					return;
 				}
 				states[n++] = json_object_get_string(e);
@@ -533,9 +545,10 @@ static void build_list(struct rpc_call *call, json_object *params)
 		f.states = states;
 	if (all || access_is_admin(d->config, peer)) {
 		if (all && !access_is_admin(d->config, peer)) {
-			rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
-					     "only root and the admin group may list all users' jobs",
-					     "leave out all_users to see your own jobs");
+			rpc_reply_error_hint(
+			    call, SB_ERR_PERMISSION_DENIED,
+			    "only root and the admin group may list all users' jobs",
+			    "leave out all_users to see your own jobs");
 			return;
 		}
 		f.uid = -1;
@@ -574,7 +587,8 @@ static void build_list(struct rpc_call *call, json_object *params)
 	json_object_object_add(res, "jobs", arr);
 	json_object *next = NULL;
 	if (n > (size_t)limit) {
-		/* Every digit of the time: a rounded one would repeat or skip the page's last job. */
+		/* Every digit of the time: a rounded one would repeat or skip the page's last job.
+		 */
 		char *c = xasprintf("%.17g/%s", jobs[shown - 1]->created_at, jobs[shown - 1]->id);
 		next = json_object_new_string(c);
 		free(c);
@@ -593,7 +607,7 @@ struct follow {
 	bool send_events; /* build.logs follow; build.wait only waits */
 	int64_t last_sent;
 	bool replaying;
-	bool ended;	/* the job reached a terminal state */
+	bool ended; /* the job reached a terminal state */
 	struct job_watch *watch;
 	struct event *tick;
 };
@@ -636,10 +650,10 @@ static struct {
 	size_t len;
 } event_line;
 
-static const char *event_notification(const char *job_id, const struct store_event *ev,
-				      size_t *len)
+static const char *event_notification(const char *job_id, const struct store_event *ev, size_t *len)
 {
-	if (event_line.text == NULL || event_line.seq != ev->seq || strcmp(event_line.job, job_id)) {
+	if (event_line.text == NULL || event_line.seq != ev->seq ||
+	    strcmp(event_line.job, job_id)) {
 		json_object *note = jsonrpc_notification_new("build.event", event_json(job_id, ev));
 		const char *text = jsonrpc_to_string(note, &event_line.len);
 		free(event_line.text);
@@ -738,10 +752,10 @@ static void follow_end_cb(void *arg, const struct store_job *job)
 }
 
 static void follow_start(struct rpc_call *call, const struct store_job *job, int64_t after,
-			 bool send_events)
+                         bool send_events)
 {
 	static const struct job_watch_cbs cbs = {.on_event = follow_event_cb,
-						 .on_end = follow_end_cb};
+	                                         .on_end = follow_end_cb};
 	struct follow *f = xcalloc(1, sizeof(*f));
 	f->call = call;
 	f->d = rpc_call_daemon(call);
@@ -794,7 +808,7 @@ static void build_logs(struct rpc_call *call, json_object *params)
 	for (size_t i = 0; i < shown; i++) {
 		/* A page stays well under the connection's output bound; `more` says go on. */
 		bytes += LOGS_EVENT_OVERHEAD + strlen(evs[i].text ? evs[i].text : "") +
-			 (evs[i].data_json ? strlen(evs[i].data_json) : 0);
+		         (evs[i].data_json ? strlen(evs[i].data_json) : 0);
 		if (i > 0 && bytes > LOGS_MAX_ANSWER) {
 			shown = i;
 			break;
@@ -804,7 +818,7 @@ static void build_logs(struct rpc_call *call, json_object *params)
 	json_object *res = json_object_new_object();
 	json_object_object_add(res, "events", arr);
 	json_object_object_add(res, "last_seq",
-			       json_object_new_int64(shown ? evs[shown - 1].seq : after));
+	                       json_object_new_int64(shown ? evs[shown - 1].seq : after));
 	json_object_object_add(res, "more", json_object_new_boolean(n > shown));
 	json_object_object_add(res, "job", methods_job_json(d, job));
 	store_event_array_free(evs, n);
@@ -840,7 +854,7 @@ static void build_cancel(struct rpc_call *call, json_object *params)
 	if (rc == JOBS_CANCEL_FINISHED) {
 		char *msg = xasprintf("job %s has already %s", job->id, job->state);
 		rpc_reply_error_hint(call, SB_ERR_INVALID_STATE, msg,
-				     "only a job that has not finished can be cancelled");
+		                     "only a job that has not finished can be cancelled");
 		free(msg);
 	} else if (rc == JOBS_CANCEL_ERROR) {
 		rpc_reply_error(call, JSONRPC_INTERNAL_ERROR, err, NULL);
@@ -870,7 +884,7 @@ static void build_retry(struct rpc_call *call, json_object *params)
 	if (!job_state_terminal(job->state)) {
 		char *msg = xasprintf("job %s is still %s", job->id, job->state);
 		rpc_reply_error_hint(call, SB_ERR_INVALID_STATE, msg,
-				     "wait for it to finish, or cancel it first");
+		                     "wait for it to finish, or cancel it first");
 		free(msg);
 	} else if (jobs_retry(d->jobs, job, peer->uid, peer->gid, &fresh, &err) != 0) {
 		rpc_reply_error_hint(call, SB_ERR_CONTEXT, err, "submit the context again");
@@ -895,8 +909,8 @@ static void build_prune(struct rpc_call *call, json_object *params)
 		return;
 	if (all && !access_is_admin(d->config, peer)) {
 		rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
-				     "only root and the admin group may prune all users' jobs",
-				     "leave out all_users to prune your own");
+		                     "only root and the admin group may prune all users' jobs",
+		                     "leave out all_users to prune your own");
 		return;
 	}
 	char *err = NULL;
@@ -912,9 +926,7 @@ static void build_prune(struct rpc_call *call, json_object *params)
 }
 
 const struct rpc_method methods_build[] = {
-	{"build.submit", build_submit}, {"build.get", build_get},
-	{"build.list", build_list},	{"build.logs", build_logs},
-	{"build.wait", build_wait},	{"build.cancel", build_cancel},
-	{"build.retry", build_retry},	{"build.prune", build_prune},
-	{NULL, NULL},
+    {"build.submit", build_submit}, {"build.get", build_get},     {"build.list", build_list},
+    {"build.logs", build_logs},     {"build.wait", build_wait},   {"build.cancel", build_cancel},
+    {"build.retry", build_retry},   {"build.prune", build_prune}, {NULL, NULL},
 };

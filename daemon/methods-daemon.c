@@ -82,7 +82,8 @@ static void methods_daemon_info(struct rpc_call *call, json_object *params)
 	json_object_object_add(remote, "builder_url", json_object_new_string(cfg->builder_url));
 	json_object_object_add(backends, "remote", remote);
 	local = json_object_new_object();
-	json_object_object_add(local, "engine_preference", json_object_new_string(cfg->local_engine));
+	json_object_object_add(local, "engine_preference",
+	                       json_object_new_string(cfg->local_engine));
 	const char *engine = NULL, *engine_error = NULL;
 	if (d->jobs && jobs_local_engine(d->jobs, &engine, &engine_error))
 		json_object_object_add(local, "engine", json_object_new_string(engine));

@@ -188,8 +188,9 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_SPOOL_IN_USE] = "SELECT EXISTS (SELECT 1 FROM jobs WHERE spool_digest = ?1)",
     [ST_SPOOL_DIGESTS] = "SELECT DISTINCT spool_digest FROM jobs WHERE spool_digest IS NOT NULL"
                          " ORDER BY spool_digest",
-    [ST_EVENTS_PRUNE] = "DELETE FROM events WHERE job_id IN (SELECT id FROM jobs WHERE state IN "
-                        TERMINAL_STATES " AND finished_at > 0 AND finished_at < ?1)",
+    [ST_EVENTS_PRUNE] =
+        "DELETE FROM events WHERE job_id IN (SELECT id FROM jobs WHERE state IN " TERMINAL_STATES
+        " AND finished_at > 0 AND finished_at < ?1)",
 };
 
 struct store {

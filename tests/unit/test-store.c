@@ -612,8 +612,8 @@ static void test_events_prune(void **state)
 	}
 	assert_int_equal(store_events_prune(fx->s, 500, &deleted, &err), 0);
 	assert_int_equal(deleted, 2);
-	assert_int_equal(count_rows(fx->db_path, "SELECT count(*) FROM events WHERE job_id = 'old'"),
-	                 0);
+	assert_int_equal(
+	    count_rows(fx->db_path, "SELECT count(*) FROM events WHERE job_id = 'old'"), 0);
 	assert_int_equal(count_rows(fx->db_path, "SELECT count(*) FROM events"), 4);
 	j = get_job(fx->s, "old");
 	assert_int_equal(j->last_seq, 2);
