@@ -1102,6 +1102,11 @@ static void spool_gc(struct jobs *js, bool at_start)
 			bool in_use = true;
 			if (store_spool_in_use(js->d->store, digest, &in_use, NULL) == 0 && !in_use)
 				remove = js->npacking == 0 || at_start;
+		} else if (at_start && str_has_prefix(de->d_name, "saved-")) {
+			/* context.inspect archives never fetched before the last stop */
+			char *path = xasprintf("%s/%s", js->spool_dir, de->d_name);
+			rm_tree(path);
+			free(path);
 		} else {
 			remove = at_start; /* a temporary file of an interrupted pack */
 		}

@@ -39,9 +39,11 @@ struct inspect {
 	bool closed;
 };
 
-static char *saved_dir(struct daemon *d)
+/* Saved archives are kept per user: one user cannot fetch another's by its digest. */
+static char *saved_dir(struct rpc_call *call)
 {
-	return xasprintf("%s/saved", jobs_spool_dir(d->jobs));
+	return xasprintf("%s/saved-%u", jobs_spool_dir(rpc_call_daemon(call)->jobs),
+	                 (unsigned)rpc_call_peer(call)->uid);
 }
 
 static void inspect_warning_cb(void *arg, const char *msg)
@@ -200,7 +202,7 @@ static void context_inspect(struct rpc_call *call, json_object *params)
 	in->save = save;
 	in->list_files = list;
 	in->warnings = json_object_new_array();
-	char *out_dir = save ? saved_dir(d) : NULL;
+	char *out_dir = save ? saved_dir(call) : NULL;
 	if (out_dir && mkdir(out_dir, 0700) != 0 && errno != EEXIST) {
 		char *msg = xasprintf("cannot create %s: %s", out_dir, strerror(errno));
 		rpc_reply_error(call, SB_ERR_STORAGE, msg, NULL);
@@ -306,7 +308,7 @@ static void context_save(struct rpc_call *call, json_object *params)
 		                "pass the output file as a file descriptor (SCM_RIGHTS)", NULL);
 		goto fail;
 	}
-	char *dir = saved_dir(d);
+	char *dir = saved_dir(call);
 	char *path = xasprintf("%s/%s.tar.gz", dir, json_object_get_string(v));
 	free(dir);
 	if (access(path, R_OK) != 0) {
