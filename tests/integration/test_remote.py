@@ -141,6 +141,44 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(w.returncode, 0, w.stdout + w.stderr)
         self.assertIn("succeeded", w.stdout)
 
+    def test_cli_create_ctrl_c_cancels_the_job(self):
+        d = self.start()
+        self.sim.faults(hold="end")
+        import signal
+        from harness import CLI, clean_env
+        p = subprocess.Popen([CLI, "--socket", d.socket, "create", "--context", self.ctx],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=clean_env(), text=True)
+        self.addCleanup(p.kill)
+        job = wait_for(lambda: (d.call("build.list")["jobs"] or [None])[0], 30, "the job")
+        b = wait_job(d, job["id"], states=("building",))["build_id"]
+        wait_for(lambda: self.sim.build(b).get("held"), 30, "the build to be held")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertIn("cancelled job", err)
+        self.assertEqual(wait_job(d, job["id"])["state"], "cancelled")
+        self.assertEqual([x["build_id"] for x in self.sim.deletes()], [b])
+
+    def test_cli_create_live_view_on_a_terminal(self):
+        d = self.start()
+        cmd = "%s --socket %s create --context %s --alias tty@v1" % (
+            __import__("harness").CLI, d.socket, self.ctx)
+        r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                           text=True, timeout=120, env=dict(__import__("harness").clean_env(),
+                                                            TERM="xterm"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        snap = self.sim.snapshots()[0]["id"]
+        self.assertIn("Snapshot created: %s (tty@v1)" % snap, r.stdout)
+        self.assertIn("\x1b[", r.stdout)  # colour on a terminal
+        self.assertIn("upload [", r.stdout)
+        r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True,
+                           text=True, timeout=120,
+                           env=dict(__import__("harness").clean_env(), TERM="xterm",
+                                    NO_COLOR="1"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("\x1b[3", r.stdout)  # NO_COLOR: no colours
+
     # --- faults ---
 
     def test_submit_503_then_success_is_retried(self):
