@@ -58,6 +58,7 @@ struct job_watch {
 	struct job *job;
 	struct job_watch_cbs cbs;
 	void *arg;
+	bool gone; /* unwatched while events were being handed out: freed right after */
 };
 
 /* One packing run on a worker thread.  Outlives its job when the job is cancelled. */
@@ -88,6 +89,7 @@ struct job {
 	struct event *flush_ev;
 
 	TAILQ_HEAD(, job_watch) watches;
+	int emitting; /* inside the watchers' on_event calls */
 
 	struct pack_task *pack;
 	struct api_op *op;
@@ -237,9 +239,26 @@ static void job_emit(struct job *j, const char *kind, const char *step, const ch
 	json_object_put(data);
 
 	/* A watcher may remove itself from inside its callback. */
-	for (struct job_watch *w = TAILQ_FIRST(&j->watches), *next; w; w = next) {
-		next = TAILQ_NEXT(w, entry);
-		w->cbs.on_event(w->arg, j->rec->id, ev);
+	/*
+	 * A callback may unwatch itself or, when a dropped connection closes several
+	 * follows at once, others: those are only marked while the list is walked.
+	 */
+	j->emitting++;
+	struct job_watch *w;
+	TAILQ_FOREACH(w, &j->watches, entry)
+	{
+		if (!w->gone)
+			w->cbs.on_event(w->arg, j->rec->id, ev);
+	}
+	if (--j->emitting == 0) {
+		struct job_watch *next;
+		for (w = TAILQ_FIRST(&j->watches); w; w = next) {
+			next = TAILQ_NEXT(w, entry);
+			if (w->gone) {
+				TAILQ_REMOVE(&j->watches, w, entry);
+				free(w);
+			}
+		}
 	}
 
 	if (j->storage_error) {
@@ -387,7 +406,8 @@ static void job_end_watches(struct job *j)
 	struct job_watch *w;
 	while ((w = TAILQ_FIRST(&j->watches))) {
 		TAILQ_REMOVE(&j->watches, w, entry);
-		w->cbs.on_end(w->arg, j->rec);
+		if (!w->gone)
+			w->cbs.on_end(w->arg, j->rec);
 		free(w);
 	}
 }
@@ -1455,6 +1475,10 @@ void jobs_unwatch(struct job_watch *w)
 {
 	if (w == NULL)
 		return;
+	if (w->job->emitting) {
+		w->gone = true;
+		return;
+	}
 	TAILQ_REMOVE(&w->job->watches, w, entry);
 	free(w);
 }
