@@ -1242,10 +1242,33 @@ static void jobs_retention_cb(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(js->retention_ev, &tv);
 }
 
+/*
+ * Working directories a killed daemon left in tmp_dir: unpacked contexts and, for local
+ * builds, the registry auth file.  Nothing of a previous run is needed: go.
+ */
+static void tmp_gc(struct jobs *js)
+{
+	DIR *dir = opendir(js->tmp_root);
+	if (dir == NULL)
+		return;
+	struct dirent *de;
+	while ((de = readdir(dir))) {
+		if (!str_has_prefix(de->d_name, "snapbuild-local-") &&
+		    !str_has_prefix(de->d_name, "image-"))
+			continue;
+		char *path = xasprintf("%s/%s", js->tmp_root, de->d_name);
+		log_info("removing %s, left by an earlier run", path);
+		rm_tree(path);
+		free(path);
+	}
+	closedir(dir);
+}
+
 int jobs_start(struct jobs *js, char **err)
 {
 	if (mkdir_private(js->spool_dir, err) != 0)
 		return -1;
+	tmp_gc(js);
 	char *eerr = NULL;
 	js->have_engine =
 	    engine_detect(js->d->config->local_engine, getenv("PATH"), &js->engine, &eerr) == 0;

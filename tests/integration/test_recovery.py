@@ -293,9 +293,13 @@ class Recovery(unittest.TestCase):
         # The orphaned build is the engine's; the next start builds again.
         with open(os.path.join(bindir, "fake-config.json"), "w") as f:
             json.dump({}, f)
+        tmp = os.path.join(self.dtmp, "state", "tmp")
+        left = os.listdir(tmp)
+        self.assertEqual(len(left), 1, left)  # the killed build's directory, auth file and all
         self.start_daemon()
         job = self.assert_succeeded_once(job)
         self.assertEqual(job["backend"], "local")
+        self.assertEqual(os.listdir(tmp), [])
         with open(os.path.join(bindir, "fake-record.jsonl")) as f:
             runs = [json.loads(l)["argv"] for l in f]
         builds = [a for a in runs if "build" in a]
