@@ -1349,14 +1349,11 @@ static struct job *job_find(struct jobs *js, const char *id)
 	return NULL;
 }
 
-int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
-                struct store_job **out, char **err)
+/* A new record for what req asks, in state; image jobs build FROM the image. */
+static struct store_job *record_for(const struct job_request *req, const char *state, uid_t uid,
+                                    gid_t gid)
 {
-	int dirfd = req->dirfd;
-	char *tmpdir = NULL;
-	if (req->image && image_context(js, req->image, &tmpdir, &dirfd, err) != 0)
-		return -1;
-	struct store_job *r = record_new("packing", uid, gid);
+	struct store_job *r = record_new(state, uid, gid);
 	r->backend = xstrdup(req->backend);
 	r->architecture = xstrdup(req->architecture);
 	r->context_desc = req->image ? xasprintf("image:%s", req->image)
@@ -1368,6 +1365,17 @@ int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t
 	r->build_args_json = xstrdup(req->build_args_json ? req->build_args_json : "{}");
 	r->ttl = req->ttl;
 	r->cache_key = req->cache_key ? xstrdup(req->cache_key) : NULL;
+	return r;
+}
+
+int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
+                struct store_job **out, char **err)
+{
+	int dirfd = req->dirfd;
+	char *tmpdir = NULL;
+	if (req->image && image_context(js, req->image, &tmpdir, &dirfd, err) != 0)
+		return -1;
+	struct store_job *r = record_for(req, "packing", uid, gid);
 	if (store_job_insert(js->d->store, r, err) != 0) {
 		store_job_free(r);
 		if (dirfd >= 0)
@@ -1395,17 +1403,21 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 		*err = xstrdup("the packed context of that job is no longer in the spool");
 		return -1;
 	}
-	struct store_job *r = record_new("queued", uid, gid);
-	r->backend = xstrdup(old->backend);
-	r->architecture = xstrdup(old->architecture);
-	r->context_desc = xstrdup(old->context_desc ? old->context_desc : "");
-	r->image = old->image ? xstrdup(old->image) : NULL;
-	r->dockerfile = xstrdup(old->dockerfile);
-	r->alias = old->alias ? xstrdup(old->alias) : NULL;
-	r->tags_json = xstrdup(old->tags_json ? old->tags_json : "{}");
-	r->build_args_json = xstrdup(old->build_args_json ? old->build_args_json : "{}");
-	r->ttl = old->ttl;
-	r->cache_key = old->cache_key ? xstrdup(old->cache_key) : NULL;
+	/* The same request again, with the context already packed. */
+	struct job_request req = {
+	    .dirfd = -1,
+	    .context_desc = old->context_desc,
+	    .image = old->image,
+	    .dockerfile = old->dockerfile,
+	    .alias = old->alias,
+	    .tags_json = old->tags_json,
+	    .build_args_json = old->build_args_json,
+	    .ttl = old->ttl,
+	    .cache_key = old->cache_key,
+	    .backend = old->backend,
+	    .architecture = old->architecture,
+	};
+	struct store_job *r = record_for(&req, "queued", uid, gid);
 	r->spool_digest = xstrdup(old->spool_digest);
 	r->spool_size = old->spool_size;
 	r->file_count = old->file_count;
@@ -1417,9 +1429,10 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 	struct job *j = job_new(js, r);
 	job_log(j, NULL, "retry of job %s with its packed context (sha256 %.12s)", old->id,
 	        old->spool_digest);
-	job_set_state(j, "queued");
 	*out = store_job_dup(r);
-	job_enqueue(j);
+	/* A failed write fails (and frees) the job: only enqueue one that is still there. */
+	if (job_set_state(j, "queued") == 0)
+		job_enqueue(j);
 	return 0;
 }
 
