@@ -25,6 +25,7 @@
 #include "jobs.h"
 #include "jsonrpc.h"
 #include "methods.h"
+#include "params.h"
 #include "protocol.h"
 #include "util.h"
 
@@ -128,111 +129,15 @@ static json_object *event_json(const char *job_id, const struct store_event *ev)
 
 /* --- parameter checking ------------------------------------------------------------- */
 
-static bool invalid(struct rpc_call *call, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static bool invalid(struct rpc_call *call, const char *fmt, ...)
+/* A string map param as the store keeps it: JSON text, "{}" when absent. */
+static bool map_text(struct rpc_call *call, json_object *params, const char *key,
+                     const char *reserved, char **out)
 {
-	va_list ap;
-	va_start(ap, fmt);
-	char *msg = xvasprintf(fmt, ap);
-	va_end(ap);
-	rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
-	free(msg);
-	return false;
-}
-
-/* params must be an object (or absent when allow_absent) holding only known keys. */
-static bool check_params(struct rpc_call *call, json_object *params, const char *const *known)
-{
-	if (params == NULL)
-		return true;
-	if (!json_object_is_type(params, json_type_object))
-		return invalid(call, "params must be an object");
-	json_object_object_foreach(params, key, val)
-	{
-		(void)val;
-		bool ok = false;
-		for (size_t i = 0; known[i] && !ok; i++)
-			ok = strcmp(known[i], key) == 0;
-		if (!ok)
-			return invalid(call, "unknown parameter '%s'", key);
-	}
-	return true;
-}
-
-/* Optional string field; *out NULL when absent or null.  False after replying. */
-static bool get_string(struct rpc_call *call, json_object *params, const char *key,
-                       const char **out)
-{
-	json_object *v = NULL;
+	json_object *map = NULL;
 	*out = NULL;
-	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
-		return true;
-	if (!json_object_is_type(v, json_type_string))
-		return invalid(call, "'%s' must be a string", key);
-	*out = json_object_get_string(v);
-	return true;
-}
-
-static bool get_required_string(struct rpc_call *call, json_object *params, const char *key,
-                                const char **out)
-{
-	if (!get_string(call, params, key, out))
+	if (!params_string_map(call, params, key, reserved, &map))
 		return false;
-	if (*out == NULL || **out == '\0')
-		return invalid(call, "'%s' is required", key);
-	return true;
-}
-
-static bool get_int(struct rpc_call *call, json_object *params, const char *key, int64_t min,
-                    int64_t max, int64_t *out)
-{
-	json_object *v = NULL;
-	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
-		return true;
-	if (!json_object_is_type(v, json_type_int))
-		return invalid(call, "'%s' must be an integer", key);
-	int64_t n = json_object_get_int64(v);
-	if (n < min || n > max)
-		return invalid(call, "'%s' must be between %lld and %lld", key, (long long)min,
-		               (long long)max);
-	*out = n;
-	return true;
-}
-
-static bool get_bool(struct rpc_call *call, json_object *params, const char *key, bool *out)
-{
-	json_object *v = NULL;
-	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL)
-		return true;
-	if (!json_object_is_type(v, json_type_boolean))
-		return invalid(call, "'%s' must be true or false", key);
-	*out = json_object_get_boolean(v);
-	return true;
-}
-
-/* A string→string map, serialized for the store ("{}" when absent). */
-static bool get_string_map(struct rpc_call *call, json_object *params, const char *key,
-                           const char *reserved, char **out)
-{
-	json_object *v = NULL;
-	*out = NULL;
-	if (params == NULL || !json_object_object_get_ex(params, key, &v) || v == NULL) {
-		*out = xstrdup("{}");
-		return true;
-	}
-	if (!json_object_is_type(v, json_type_object))
-		return invalid(call, "'%s' must be an object of strings", key);
-	json_object_object_foreach(v, k, val)
-	{
-		if (*k == '\0')
-			return invalid(call, "'%s' has an empty key", key);
-		if (!json_object_is_type(val, json_type_string))
-			return invalid(call, "'%s.%s' must be a string", key, k);
-		if (reserved && strcmp(k, reserved) == 0)
-			return invalid(call, "'%s.%s' is reserved for the daemon", key, k);
-	}
-	*out = xstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	*out = xstrdup(map ? json_object_to_json_string_ext(map, JSON_C_TO_STRING_PLAIN) : "{}");
 	return true;
 }
 
@@ -341,65 +246,70 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	           *cache_key = NULL, *backend = NULL, *arch = NULL;
 	int64_t ttl = 0;
 
-	if (!check_params(call, params, known) || !get_string(call, params, "context", &context) ||
-	    !get_string(call, params, "image", &image) ||
-	    !get_string(call, params, "dockerfile", &dockerfile) ||
-	    !get_string(call, params, "alias", &alias) ||
-	    !get_string(call, params, "cache_key", &cache_key) ||
-	    !get_string(call, params, "backend", &backend) ||
-	    !get_string(call, params, "architecture", &arch) ||
-	    !get_int(call, params, "ttl", 1, INT32_MAX, &ttl) ||
-	    !get_string_map(call, params, "tags", "snapbuild.job", &tags) ||
-	    !get_string_map(call, params, "build_args", NULL, &build_args))
+	if (!params_check(call, params, known) ||
+	    !params_string(call, params, "context", &context) ||
+	    !params_string(call, params, "image", &image) ||
+	    !params_string(call, params, "dockerfile", &dockerfile) ||
+	    !params_string(call, params, "alias", &alias) ||
+	    !params_string(call, params, "cache_key", &cache_key) ||
+	    !params_string(call, params, "backend", &backend) ||
+	    !params_string(call, params, "architecture", &arch) ||
+	    !params_int(call, params, "ttl", 1, INT32_MAX, &ttl) ||
+	    !map_text(call, params, "tags", "snapbuild.job", &tags) ||
+	    !map_text(call, params, "build_args", NULL, &build_args))
 		goto out;
 
 	if (!methods_have_key(call))
 		goto out;
 	if (image && (context || fd >= 0)) {
-		invalid(call, "'image' and 'context' exclude each other: give one");
+		params_invalid(call, "'image' and 'context' exclude each other: give one");
 		goto out;
 	}
 	if (image && (*image == '\0' || strpbrk(image, " \t\r\n"))) {
-		invalid(call, "'image' must be an image reference such as debian:12");
+		params_invalid(call, "'image' must be an image reference such as debian:12");
 		goto out;
 	}
 	if (image && dockerfile) {
-		invalid(call, "'dockerfile' makes no sense with 'image'");
+		params_invalid(call, "'dockerfile' makes no sense with 'image'");
 		goto out;
 	}
 	if (!image && !context && fd < 0) {
-		invalid(call, "'context' is required (or 'image'): pass the context directory as a "
-		              "file descriptor with SCM_RIGHTS");
+		params_invalid(
+		    call, "'context' is required (or 'image'): pass the context directory as a "
+		          "file descriptor with SCM_RIGHTS");
 		goto out;
 	}
 	if (dockerfile == NULL)
 		dockerfile = "Dockerfile";
 	if (!image && !dockerfile_inside(dockerfile)) {
-		invalid(call, "'dockerfile' must be a relative path inside the context, not '%s'",
-		        dockerfile);
+		params_invalid(call,
+		               "'dockerfile' must be a relative path inside the context, not '%s'",
+		               dockerfile);
 		goto out;
 	}
 	if (alias && !api_alias_valid(alias)) {
-		invalid(call,
-		        "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
-		        alias);
+		params_invalid(
+		    call,
+		    "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', not '%s'",
+		    alias);
 		goto out;
 	}
 	if (cache_key && !api_cache_key_valid(cache_key)) {
-		invalid(call, "'cache_key' must be a lower-case path of letters, digits, '.', '_', "
-		              "'-' and '/', without a tag, at most 255 characters");
+		params_invalid(
+		    call, "'cache_key' must be a lower-case path of letters, digits, '.', '_', "
+		          "'-' and '/', without a tag, at most 255 characters");
 		goto out;
 	}
 	if (backend == NULL)
 		backend = d->config->local_build ? "local" : "remote";
 	if (strcmp(backend, "remote") != 0 && strcmp(backend, "local") != 0) {
-		invalid(call, "'backend' must be \"remote\" or \"local\"");
+		params_invalid(call, "'backend' must be \"remote\" or \"local\"");
 		goto out;
 	}
 	if (arch == NULL)
 		arch = strcmp(backend, "local") == 0 ? host_architecture() : d->config->remote_arch;
 	if (strcmp(arch, "amd64") != 0 && strcmp(arch, "arm64") != 0) {
-		invalid(call, "'architecture' must be \"amd64\" or \"arm64\"");
+		params_invalid(call, "'architecture' must be \"amd64\" or \"arm64\"");
 		goto out;
 	}
 
@@ -414,7 +324,7 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			goto out;
 		}
 		if (context[0] != '/') {
-			invalid(call, "'context' must be an absolute path");
+			params_invalid(call, "'context' must be an absolute path");
 			goto out;
 		}
 		fd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -481,8 +391,8 @@ static void build_get(struct rpc_call *call, json_object *params)
 	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
-	    !lookup_job(call, id, &job))
+	if (!params_check(call, params, known) ||
+	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	rpc_reply(call, methods_job_json(rpc_call_daemon(call), job));
 	store_job_free(job);
@@ -508,10 +418,10 @@ static void build_list(struct rpc_call *call, json_object *params)
 	const char *cursor = NULL;
 	bool all = false;
 	const char *states[16] = {0};
-	if (!check_params(call, params, known) ||
-	    !get_int(call, params, "limit", 1, 1000, &limit) ||
-	    !get_string(call, params, "cursor", &cursor) ||
-	    !get_bool(call, params, "all_users", &all))
+	if (!params_check(call, params, known) ||
+	    !params_int(call, params, "limit", 1, 1000, &limit) ||
+	    !params_string(call, params, "cursor", &cursor) ||
+	    !params_bool(call, params, "all_users", &all))
 		return;
 	json_object *st = NULL;
 	if (params && json_object_object_get_ex(params, "state", &st) && st) {
@@ -523,19 +433,19 @@ static void build_list(struct rpc_call *call, json_object *params)
 			for (size_t i = 0; i < json_object_array_length(st); i++) {
 				json_object *e = json_object_array_get_idx(st, i);
 				if (!json_object_is_type(e, json_type_string)) {
-					invalid(call,
-					        "'state' must be a state name or a list of them");
+					params_invalid(
+					    call, "'state' must be a state name or a list of them");
 					return;
 				}
 				states[n++] = json_object_get_string(e);
 			}
 		} else {
-			invalid(call, "'state' must be a state name or a list of them");
+			params_invalid(call, "'state' must be a state name or a list of them");
 			return;
 		}
 		for (size_t i = 0; i < n; i++) {
 			if (!state_known(states[i])) {
-				invalid(call, "'state': unknown state '%s'", states[i]);
+				params_invalid(call, "'state': unknown state '%s'", states[i]);
 				return;
 			}
 		}
@@ -557,7 +467,7 @@ static void build_list(struct rpc_call *call, json_object *params)
 	if (cursor) {
 		double t;
 		if (sscanf(cursor, "%lf/%36s", &t, id_buf) != 2) {
-			invalid(call, "'cursor' is not one this daemon handed out");
+			params_invalid(call, "'cursor' is not one this daemon handed out");
 			return;
 		}
 		f.before_created = t;
@@ -782,10 +692,11 @@ static void build_logs(struct rpc_call *call, json_object *params)
 	int64_t after = 0, limit = 10000;
 	bool follow = false;
 	struct store_job *job = NULL;
-	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
-	    !get_int(call, params, "after_seq", 0, INT64_MAX, &after) ||
-	    !get_int(call, params, "limit", 1, 100000, &limit) ||
-	    !get_bool(call, params, "follow", &follow) || !lookup_job(call, id, &job))
+	if (!params_check(call, params, known) ||
+	    !params_required_string(call, params, "id", &id) ||
+	    !params_int(call, params, "after_seq", 0, INT64_MAX, &after) ||
+	    !params_int(call, params, "limit", 1, 100000, &limit) ||
+	    !params_bool(call, params, "follow", &follow) || !lookup_job(call, id, &job))
 		return;
 	if (follow) {
 		follow_start(call, job, after, true);
@@ -831,8 +742,8 @@ static void build_wait(struct rpc_call *call, json_object *params)
 	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
-	    !lookup_job(call, id, &job))
+	if (!params_check(call, params, known) ||
+	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	follow_start(call, job, job->last_seq, false);
 	store_job_free(job);
@@ -846,8 +757,8 @@ static void build_cancel(struct rpc_call *call, json_object *params)
 	struct daemon *d = rpc_call_daemon(call);
 	const char *id;
 	struct store_job *job = NULL;
-	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
-	    !lookup_job(call, id, &job))
+	if (!params_check(call, params, known) ||
+	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	enum jobs_cancel_result rc = jobs_cancel(d->jobs, job->id, &err);
@@ -877,8 +788,8 @@ static void build_retry(struct rpc_call *call, json_object *params)
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	const char *id;
 	struct store_job *job = NULL, *fresh = NULL;
-	if (!check_params(call, params, known) || !get_required_string(call, params, "id", &id) ||
-	    !lookup_job(call, id, &job))
+	if (!params_check(call, params, known) ||
+	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	if (!job_state_terminal(job->state)) {
@@ -903,9 +814,9 @@ static void build_prune(struct rpc_call *call, json_object *params)
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int64_t older = 0, deleted = 0;
 	bool all = false;
-	if (!check_params(call, params, known) ||
-	    !get_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
-	    !get_bool(call, params, "all_users", &all))
+	if (!params_check(call, params, known) ||
+	    !params_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
+	    !params_bool(call, params, "all_users", &all))
 		return;
 	if (all && !access_is_admin(d->config, peer)) {
 		rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,

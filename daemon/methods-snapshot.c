@@ -15,7 +15,6 @@
  * starts the next or answers.  A caller that goes away cancels the request in flight.
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +25,7 @@
 #include "daemon.h"
 #include "jobs.h"
 #include "methods.h"
+#include "params.h"
 #include "protocol.h"
 #include "util.h"
 
@@ -81,87 +81,28 @@ static const char *snap_jstr(json_object *o, const char *key)
 
 /* --- parameters --------------------------------------------------------------------- */
 
-static bool snap_invalid(struct rpc_call *call, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static bool snap_invalid(struct rpc_call *call, const char *fmt, ...)
-{
-	va_list ap;
-	char *msg;
-
-	va_start(ap, fmt);
-	msg = xvasprintf(fmt, ap);
-	va_end(ap);
-	rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
-	free(msg);
-	return false;
-}
-
-/* params: absent or an object holding only known keys.  False after replying. */
-static bool snap_check_params(struct rpc_call *call, json_object *params, const char *const *known)
-{
-	if (params == NULL)
-		return true;
-	if (!json_object_is_type(params, json_type_object))
-		return snap_invalid(call, "params must be an object");
-	json_object_object_foreach(params, key, val)
-	{
-		bool ok = false;
-		(void)val;
-		for (size_t i = 0; known[i] && !ok; i++)
-			ok = strcmp(known[i], key) == 0;
-		if (!ok)
-			return snap_invalid(call, "unknown parameter '%.64s'", key);
-	}
-	return true;
-}
-
-/* The member, or NULL when absent or JSON null. */
-static json_object *snap_param(json_object *params, const char *key)
-{
-	json_object *v = NULL;
-
-	if (params == NULL || !json_object_object_get_ex(params, key, &v))
-		return NULL;
-	return v;
-}
-
-static bool snap_get_string(struct rpc_call *call, json_object *params, const char *key,
-                            bool required, const char **out)
-{
-	json_object *v = snap_param(params, key);
-
-	*out = NULL;
-	if (v != NULL && !json_object_is_type(v, json_type_string))
-		return snap_invalid(call, "'%s' must be a string", key);
-	if (v != NULL)
-		*out = json_object_get_string(v);
-	if (required && (*out == NULL || **out == '\0'))
-		return snap_invalid(call, "'%s' is required", key);
-	return true;
-}
-
 /* 'key' names a snapshot: its id (a UUID) or @alias. */
 static bool snap_get_ref(struct rpc_call *call, json_object *params, const char *key,
                          const char **out)
 {
-	if (!snap_get_string(call, params, key, true, out))
+	if (!params_required_string(call, params, key, out))
 		return false;
 	if (uuid_valid(*out) || ((*out)[0] == '@' && api_alias_valid(*out + 1)))
 		return true;
-	return snap_invalid(call, "'%s' must be a snapshot id (a UUID) or @alias, not '%.80s'", key,
-	                    *out);
+	return params_invalid(call, "'%s' must be a snapshot id (a UUID) or @alias, not '%.80s'",
+	                      key, *out);
 }
 
 static bool snap_get_alias(struct rpc_call *call, json_object *params, const char **out)
 {
-	if (!snap_get_string(call, params, "alias", true, out))
+	if (!params_required_string(call, params, "alias", out))
 		return false;
 	if (api_alias_valid(*out))
 		return true;
-	return snap_invalid(call,
-	                    "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', "
-	                    "not '%.80s'",
-	                    *out);
+	return params_invalid(call,
+	                      "'alias' must be 'tag' or 'namespace@tag' without spaces or '/', "
+	                      "not '%.80s'",
+	                      *out);
 }
 
 /* --- requests ----------------------------------------------------------------------- */
@@ -402,49 +343,20 @@ bool methods_have_key(struct rpc_call *call)
 static void snapshot_list(struct rpc_call *call, json_object *params)
 {
 	static const char *const known[] = {"limit", "cursor", "tags", "exclude_retired", NULL};
-	json_object *v, *tags = NULL;
+	json_object *tags = NULL;
 	const char *cursor = NULL;
 	bool exclude = false;
 	int64_t limit = 0;
 	struct snap_req *r;
 	char *query, *next, *ek, *ev;
 
-	if (!snap_check_params(call, params, known) ||
-	    !snap_get_string(call, params, "cursor", false, &cursor))
+	if (!params_check(call, params, known) || !params_string(call, params, "cursor", &cursor) ||
+	    !params_int(call, params, "limit", 1, 100, &limit) ||
+	    !params_bool(call, params, "exclude_retired", &exclude) ||
+	    !params_string_map(call, params, "tags", NULL, &tags))
 		return;
-	if ((v = snap_param(params, "limit")) != NULL) {
-		if (!json_object_is_type(v, json_type_int) ||
-		    (limit = json_object_get_int64(v)) < 1 || limit > 100) {
-			snap_invalid(call, "'limit' must be an integer from 1 to 100");
-			return;
-		}
-	}
-	if ((v = snap_param(params, "exclude_retired")) != NULL) {
-		if (!json_object_is_type(v, json_type_boolean)) {
-			snap_invalid(call, "'exclude_retired' must be true or false");
-			return;
-		}
-		exclude = json_object_get_boolean(v);
-	}
-	if ((tags = snap_param(params, "tags")) != NULL) {
-		if (!json_object_is_type(tags, json_type_object)) {
-			snap_invalid(call, "'tags' must be an object of strings");
-			return;
-		}
-		json_object_object_foreach(tags, k, tv)
-		{
-			if (*k == '\0') {
-				snap_invalid(call, "'tags' has an empty key");
-				return;
-			}
-			if (!json_object_is_type(tv, json_type_string)) {
-				snap_invalid(call, "'tags.%.64s' must be a string", k);
-				return;
-			}
-		}
-	}
 	if (cursor != NULL && *cursor == '\0') {
-		snap_invalid(call, "'cursor' must not be empty");
+		params_invalid(call, "'cursor' must not be empty");
 		return;
 	}
 	if (!methods_have_key(call))
@@ -493,7 +405,7 @@ static void snapshot_get(struct rpc_call *call, json_object *params)
 	const char *ref;
 	struct snap_req *r;
 
-	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
@@ -522,7 +434,7 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 	const char *ref, *alias;
 	struct snap_req *r;
 
-	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
 	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
@@ -536,7 +448,7 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 	const char *alias;
 	struct snap_req *r;
 
-	if (!snap_check_params(call, params, known) || !snap_get_alias(call, params, &alias) ||
+	if (!params_check(call, params, known) || !snap_get_alias(call, params, &alias) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
@@ -551,7 +463,7 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 	static const char *const known[] = {"id", NULL};
 	const char *ref;
 
-	if (!snap_check_params(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
