@@ -1326,11 +1326,6 @@ bool jobs_idle(const struct jobs *js)
 	return TAILQ_EMPTY(&js->active) && js->npacking == 0;
 }
 
-int jobs_running(const struct jobs *js)
-{
-	return js->nrunning;
-}
-
 bool jobs_local_engine(const struct jobs *js, const char **name, const char **error)
 {
 	*name = js->have_engine ? engine_name(js->engine) : NULL;

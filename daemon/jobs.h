@@ -79,7 +79,6 @@ int jobs_prune(struct jobs *js, int64_t uid, double before, int64_t *deleted, ch
 
 /* True when no job is active (for idle exit). */
 bool jobs_idle(const struct jobs *js);
-int jobs_running(const struct jobs *js);
 
 /* The local engine found at start (name), or why none was. */
 bool jobs_local_engine(const struct jobs *js, const char **name, const char **error);

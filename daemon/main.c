@@ -243,18 +243,6 @@ static void main_watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	systemd_notify("WATCHDOG=1");
 }
 
-static bool main_busy(struct daemon *d)
-{
-	struct store_counts n;
-	char *err = NULL;
-
-	if (d->store == NULL || store_job_counts(d->store, &n, &err) < 0) {
-		free(err);
-		return true;
-	}
-	return n.total - n.succeeded - n.failed - n.cancelled > 0;
-}
-
 static void main_idle_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct main_state *ms = arg;
@@ -265,7 +253,7 @@ static void main_idle_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (secs <= 0 || server_conn_count(ms->d->server) > 0)
 		return;
-	if (main_busy(ms->d)) {
+	if (!jobs_idle(ms->d->jobs)) {
 		struct timeval tv = {secs, 0};
 		evtimer_add(ms->idle, &tv);
 		return;

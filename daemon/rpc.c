@@ -156,21 +156,11 @@ const struct rpc_peer *rpc_call_peer(const struct rpc_call *call)
 	return server_conn_peer(call->rc->sc);
 }
 
-const char *rpc_call_method(const struct rpc_call *call)
-{
-	return call->method->name;
-}
-
 int rpc_call_take_fd(struct rpc_call *call)
 {
 	int fd = call->fd;
 	call->fd = -1;
 	return fd;
-}
-
-bool rpc_call_connected(const struct rpc_call *call)
-{
-	return server_conn_alive(call->rc->sc);
 }
 
 size_t rpc_call_output_pending(const struct rpc_call *call)

@@ -34,8 +34,6 @@ struct rpc_method {
 
 struct daemon *rpc_call_daemon(struct rpc_call *call);
 const struct rpc_peer *rpc_call_peer(const struct rpc_call *call);
-/* The method name the call was made with. */
-const char *rpc_call_method(const struct rpc_call *call);
 
 /*
  * The fd received with SCM_RIGHTS together with this request's line, or -1; the
@@ -59,8 +57,6 @@ bool rpc_notify(struct rpc_call *call, const char *method, json_object *params);
  * fanned out to many followers is formatted once. */
 bool rpc_notify_text(struct rpc_call *call, const char *text, size_t len);
 
-/* True while the caller's connection is open. */
-bool rpc_call_connected(const struct rpc_call *call);
 /* Bytes queued for the caller's connection that its socket has not taken yet: a
  * producer that can wait (a replay) waits while this is high. */
 size_t rpc_call_output_pending(const struct rpc_call *call);
