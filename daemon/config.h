@@ -42,6 +42,7 @@ struct config {
 	int stall_timeout_seconds; /* a silent build log stream is reconnected after this */
 	char *local_engine_args;   /* global options for the local engine, space-separated */
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
+	unsigned long long max_context_bytes; /* cap on an archive and on what it unpacks to */
 
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */
