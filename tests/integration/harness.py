@@ -142,6 +142,24 @@ class Conn:
             raise AssertionError("%s failed: %r" % (method, msg["error"]))
         return msg["result"]
 
+    def submit(self, ctx, params=None, **kw):
+        """build.submit of ctx as a client does it: packed here, with this process's
+        rights, by the real packer; the archive passed as an fd.  The answer object."""
+        p = dict(params or {})
+        fd, archive = pack(ctx, dockerfile=p.get("dockerfile"))
+        try:
+            p.setdefault("context", ctx)
+            p["archive"] = archive
+            return self.call("build.submit", p, fds=[fd], **kw)
+        finally:
+            os.close(fd)
+
+    def submit_result(self, ctx, params=None, **kw):
+        msg = self.submit(ctx, params, **kw)
+        if "error" in msg:
+            raise AssertionError("build.submit failed: %r" % (msg["error"],))
+        return msg["result"]
+
 
 class Daemon:
     """snapbuildd in a temporary directory.  Use as a context manager or call stop()."""
@@ -218,6 +236,25 @@ class Daemon:
         # A sanitizer report or a crash at shutdown fails the test that ran the daemon.
         if rc != 0 and exc[0] is None:
             raise AssertionError("snapbuildd exited with %s:\n%s" % (rc, log))
+
+
+def pack(ctx, dockerfile=None, env=None):
+    """Packs ctx as `snapbuild context --save` does (the client's packer, this process's
+    rights); returns an fd of the archive (an unlinked file, at offset 0) and
+    {"sha256", "bytes"}, what build.submit takes."""
+    fd, path = tempfile.mkstemp(prefix="sb-archive-", suffix=".tar.gz")
+    os.close(fd)
+    try:
+        args = ["-o", "json", "context", ctx, "--save", path]
+        if dockerfile:
+            args += ["--dockerfile", dockerfile]
+        r = run_cli(*args, env=env, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("packing %s failed: %s" % (ctx, r.stderr))
+        a = json.loads(r.stdout)["archive"]
+        return os.open(path, os.O_RDONLY), {"sha256": a["sha256"], "bytes": a["bytes"]}
+    finally:
+        os.unlink(path)
 
 
 def run_cli(*args, env=None, timeout=30):
