@@ -238,6 +238,33 @@ class Daemon:
             raise AssertionError("snapbuildd exited with %s:\n%s" % (rc, log))
 
 
+_PUBLIC = {}
+
+
+def public_copy():
+    """A 0755 directory holding copies of the CLI, the daemon and this module, for
+    tests that act as another user: the checkout may sit under a private (0700)
+    directory such as a home or a mktemp -d, which that user cannot enter.  Returns
+    {"dir", "cli", "daemon", "harness_dir"}; made once per process, removed at exit."""
+    if not _PUBLIC:
+        import atexit
+        import shutil
+        top = tempfile.mkdtemp(prefix="sb-public-")
+        os.chmod(top, 0o755)
+        for sub in ("client", "daemon", "py"):
+            os.mkdir(os.path.join(top, sub), 0o755)
+        cli = os.path.join(top, "client", "snapbuild")
+        daemon = os.path.join(top, "daemon", "snapbuildd")
+        shutil.copy2(CLI, cli)
+        shutil.copy2(DAEMON, daemon)
+        shutil.copy2(__file__, os.path.join(top, "py", "harness.py"))
+        for p in (cli, daemon, os.path.join(top, "py", "harness.py")):
+            os.chmod(p, 0o755)
+        _PUBLIC.update(dir=top, cli=cli, daemon=daemon, harness_dir=os.path.join(top, "py"))
+        atexit.register(shutil.rmtree, top, True)
+    return _PUBLIC
+
+
 def pack(ctx, dockerfile=None, env=None):
     """Packs ctx as `snapbuild context --save` does (the client's packer, this process's
     rights); returns an fd of the archive (an unlinked file, at offset 0) and
