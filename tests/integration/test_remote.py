@@ -13,7 +13,7 @@ import tempfile
 import threading
 import unittest
 
-from harness import Conn, pack, wait_for
+from harness import CLI, Conn, pack, run_cli, wait_for
 from simharness import API_KEY, Sim, submit, submit_ok, wait_job, write_tree
 
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\nRUN make -C /app\n"
@@ -456,6 +456,40 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("deleted 2 jobs", p.stdout)
         self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
+
+    def test_client_killed_while_packing_leaves_no_job_and_no_file(self):
+        # A sparse 20 GB file: packing it takes long enough to be caught in the act.
+        with open(os.path.join(self.ctx, "huge.img"), "wb") as f:
+            f.truncate(20 << 30)
+        d = self.start()
+        tmpdir = os.path.join(self.tmp, "clienttmp")
+        os.mkdir(tmpdir)
+        env = dict(os.environ, TMPDIR=tmpdir)
+        p = subprocess.Popen([CLI, "--socket", d.socket, "create", "--context", self.ctx,
+                              "--ci"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def packing():
+            # The archive is an unlinked file in TMPDIR, open in the client.
+            try:
+                links = [os.readlink("/proc/%d/fd/%s" % (p.pid, n))
+                         for n in os.listdir("/proc/%d/fd" % p.pid)]
+            except OSError:
+                return False
+            return any(l.startswith(tmpdir) for l in links)
+        wait_for(packing, 30, "the client to start packing")
+        p.kill()
+        p.communicate()
+        self.assertEqual(os.listdir(tmpdir), [])
+        self.assertEqual(d.call("build.list")["jobs"], [])
+        self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
+        self.assertEqual(self.sim.builds(), [])
+        self.assertTrue(d.call("daemon.info"))
+
+    def test_context_needs_no_daemon(self):
+        r = run_cli("--socket", os.path.join(self.tmp, "nothing.sock"), "context", self.ctx,
+                    "--files")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("./Dockerfile", r.stdout)
 
     def test_context_inspect_and_save_match_the_upload(self):
         write_tree(self.ctx, {".dockerignore": b"*.tmp\n", "junk.tmp": b"x" * 100})
