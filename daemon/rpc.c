@@ -68,7 +68,7 @@ bool rpc_method_exists(const char *name)
 	return rpc_method_find(name) != NULL;
 }
 
-struct rpc_conn *rpc_conn_new(struct server_conn *sc)
+static struct rpc_conn *rpc_conn_new(struct server_conn *sc)
 {
 	struct rpc_conn *rc = xcalloc(1, sizeof(*rc));
 	rc->sc = sc;
@@ -76,7 +76,7 @@ struct rpc_conn *rpc_conn_new(struct server_conn *sc)
 	return rc;
 }
 
-void rpc_conn_free(struct rpc_conn *rc)
+static void rpc_conn_free(struct rpc_conn *rc)
 {
 	if (rc == NULL)
 		return;
@@ -86,7 +86,7 @@ void rpc_conn_free(struct rpc_conn *rc)
 	free(rc);
 }
 
-size_t rpc_conn_pending(const struct rpc_conn *rc)
+static size_t rpc_conn_pending(const struct rpc_conn *rc)
 {
 	return rc->ncalls;
 }
@@ -232,7 +232,7 @@ void rpc_call_set_close_cb(struct rpc_call *call, void (*cb)(struct rpc_call *ca
 	call->close_arg = arg;
 }
 
-void rpc_conn_closed(struct rpc_conn *rc)
+static void rpc_conn_closed(struct rpc_conn *rc)
 {
 	struct rpc_call *call;
 
@@ -283,7 +283,7 @@ static void rpc_dispatch(struct rpc_conn *rc, const struct jsonrpc_request *r, s
 	m->handler(call, r->params);
 }
 
-void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd)
+static void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd)
 {
 	struct jsonrpc_message msg;
 	struct rpc_batch *b;
@@ -328,7 +328,7 @@ out:
 	jsonrpc_message_clear(&msg);
 }
 
-void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
+static void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
 {
 	json_object *data = json_object_new_object();
 	json_object *err;
@@ -338,3 +338,42 @@ void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
 	server_conn_send(rc->sc, err);
 	json_object_put(err);
 }
+
+static void *rpc_ops_conn_new(struct server_conn *sc)
+{
+	return rpc_conn_new(sc);
+}
+
+static void rpc_ops_conn_free(void *rc)
+{
+	rpc_conn_free(rc);
+}
+
+static void rpc_ops_input(void *rc, const char *line, size_t len, int fd)
+{
+	rpc_conn_input(rc, line, len, fd);
+}
+
+static void rpc_ops_reject(void *rc, int code, const char *detail)
+{
+	rpc_conn_reject(rc, code, detail);
+}
+
+static void rpc_ops_closed(void *rc)
+{
+	rpc_conn_closed(rc);
+}
+
+static size_t rpc_ops_pending(const void *rc)
+{
+	return rpc_conn_pending(rc);
+}
+
+const struct server_ops rpc_server_ops = {
+    .conn_new = rpc_ops_conn_new,
+    .conn_free = rpc_ops_conn_free,
+    .input = rpc_ops_input,
+    .reject = rpc_ops_reject,
+    .closed = rpc_ops_closed,
+    .pending = rpc_ops_pending,
+};

@@ -33,7 +33,7 @@
 #include "jsonrpc.h"
 #include "log.h"
 #include "protocol.h"
-#include "rpc.h"
+#include "peer.h"
 #include "systemd.h"
 #include "util.h"
 
@@ -55,7 +55,7 @@ struct server_conn {
 	struct frame_reader *fr;
 	struct evbuffer *out;
 	struct rpc_peer peer;
-	struct rpc_conn *rpc;
+	void *rpc; /* the dispatch layer's state (server_ops) */
 	int refs;
 	bool open;
 	bool read_eof; /* the client shut down its side; finish what is owed, then close */
@@ -70,6 +70,7 @@ TAILQ_HEAD(server_conn_list, server_conn);
 
 struct server {
 	struct daemon *d;
+	const struct server_ops *ops;
 	int listen_fd;
 	struct event *accept_ev;
 	struct event *accept_resume_ev;
@@ -101,17 +102,18 @@ static void server_gc_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((c = TAILQ_FIRST(&s->dead)) != NULL) {
 		TAILQ_REMOVE(&s->dead, c, entry);
-		rpc_conn_free(c->rpc);
+		c->server->ops->conn_free(c->rpc);
 		frame_reader_free(c->fr);
 		evbuffer_free(c->out);
 		free(c);
 	}
 }
 
-struct server *server_new(struct daemon *d)
+struct server *server_new(struct daemon *d, const struct server_ops *ops)
 {
 	struct server *s = xcalloc(1, sizeof(*s));
 	s->d = d;
+	s->ops = ops;
 	s->listen_fd = -1;
 	s->lock_fd = -1;
 	TAILQ_INIT(&s->conns);
@@ -206,7 +208,7 @@ static int server_conn_take_fd(struct server_conn *c, uint64_t line_no)
 static void server_conn_maybe_finish(struct server_conn *c)
 {
 	if (c->open && c->read_eof && evbuffer_get_length(c->out) == 0 &&
-	    rpc_conn_pending(c->rpc) == 0)
+	    c->server->ops->pending(c->rpc) == 0)
 		server_conn_close(c);
 }
 
@@ -258,7 +260,7 @@ static void server_conn_drop(struct server_conn *c, const char *reason)
 	server_conn_close_fds(c, true, 0);
 	c->linger_ev = evtimer_new(c->server->d->base, server_conn_linger_cb, c);
 	evtimer_add(c->linger_ev, &tv);
-	rpc_conn_closed(c->rpc);
+	c->server->ops->closed(c->rpc);
 	server_conn_flush(c);
 }
 
@@ -347,17 +349,19 @@ static void server_conn_frames(struct server_conn *c)
 	while (c->open && !c->dropped && !c->server->d->stopping && frame_reader_next(c->fr, &f)) {
 		switch (f.type) {
 		case FRAME_LINE:
-			rpc_conn_input(c->rpc, f.data, f.len, server_conn_take_fd(c, f.line_no));
+			c->server->ops->input(c->rpc, f.data, f.len,
+			                      server_conn_take_fd(c, f.line_no));
 			break;
 		case FRAME_OVERSIZE:
 			server_conn_close_fds(c, false, f.line_no);
 			detail = xasprintf("message longer than %d bytes", SNAPBUILD_MAX_MESSAGE);
-			rpc_conn_reject(c->rpc, JSONRPC_INVALID_REQUEST, detail);
+			c->server->ops->reject(c->rpc, JSONRPC_INVALID_REQUEST, detail);
 			free(detail);
 			break;
 		case FRAME_BAD_UTF8:
 			server_conn_close_fds(c, false, f.line_no);
-			rpc_conn_reject(c->rpc, JSONRPC_PARSE_ERROR, "message is not valid UTF-8");
+			c->server->ops->reject(c->rpc, JSONRPC_PARSE_ERROR,
+			                       "message is not valid UTF-8");
 			break;
 		case FRAME_NONE:
 			break;
@@ -460,7 +464,7 @@ static void server_conn_close(struct server_conn *c)
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
 	TAILQ_REMOVE(&s->conns, c, entry);
 	s->nconns--;
-	rpc_conn_closed(c->rpc);
+	c->server->ops->closed(c->rpc);
 	server_conn_unref(c);
 	server_count_changed(s);
 }
@@ -487,7 +491,7 @@ static void server_conn_new(struct server *s, int fd)
 	c->open = true;
 	c->fr = frame_reader_new(SNAPBUILD_MAX_MESSAGE);
 	c->out = evbuffer_new();
-	c->rpc = rpc_conn_new(c);
+	c->rpc = s->ops->conn_new(c);
 	c->rev = event_new(s->d->base, fd, EV_READ | EV_PERSIST, server_conn_read_cb, c);
 	c->wev = event_new(s->d->base, fd, EV_WRITE, server_conn_write_cb, c);
 	event_add(c->rev, NULL);
@@ -734,6 +738,12 @@ int server_listen(struct server *s, char **err)
 	if (n > 0) {
 		if (server_take_activated(s, n, err) < 0)
 			return -1;
+	} else if (strlen(s->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		/* Whatever it came from: a flag, the config, or $XDG_RUNTIME_DIR's default. */
+		*err = xasprintf("socket path %s is longer than a Unix socket allows (%zu bytes): "
+		                 "choose a shorter one with --socket",
+		                 s->socket_path, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return -1;
 	} else if (server_bind(s, err) < 0) {
 		return -1;
 	}
