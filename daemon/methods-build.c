@@ -343,9 +343,6 @@ static void submit_done_cb(void *arg, const struct store_job *job, enum jobs_sub
 
 static void build_submit(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"context",    "image",   "dockerfile",   "alias",
-	                                    "tags",       "ttl",     "cache_key",    "build_args",
-	                                    "backend",    "architecture", "archive", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int fd = rpc_call_take_fd(call);
@@ -354,8 +351,7 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	           *cache_key = NULL, *backend = NULL, *arch = NULL, *sha256 = NULL;
 	int64_t ttl = 0, bytes = 0;
 
-	if (!params_check(call, params, known) ||
-	    !params_string(call, params, "context", &context) ||
+	if (!params_string(call, params, "context", &context) ||
 	    !params_string(call, params, "image", &image) ||
 	    !params_string(call, params, "dockerfile", &dockerfile) ||
 	    !params_string(call, params, "alias", &alias) ||
@@ -471,11 +467,9 @@ out:
 
 static void build_get(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	rpc_reply(call, methods_job_json(rpc_call_daemon(call), job));
 	store_job_free(job);
@@ -494,15 +488,13 @@ static bool state_known(const char *s)
 
 static void build_list(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"state", "limit", "cursor", "all_users", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int64_t limit = 50;
 	const char *cursor = NULL;
 	bool all = false;
 	const char *states[16] = {0};
-	if (!params_check(call, params, known) ||
-	    !params_int(call, params, "limit", 1, 1000, &limit) ||
+	if (!params_int(call, params, "limit", 1, 1000, &limit) ||
 	    !params_string(call, params, "cursor", &cursor) ||
 	    !params_bool(call, params, "all_users", &all))
 		return;
@@ -770,13 +762,11 @@ static void follow_start(struct rpc_call *call, const struct store_job *job, int
 
 static void build_logs(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", "after_seq", "follow", "limit", NULL};
 	const char *id;
 	int64_t after = 0, limit = 10000;
 	bool follow = false;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) ||
+	if (!params_required_string(call, params, "id", &id) ||
 	    !params_int(call, params, "after_seq", 0, INT64_MAX, &after) ||
 	    !params_int(call, params, "limit", 1, 100000, &limit) ||
 	    !params_bool(call, params, "follow", &follow) || !lookup_job(call, id, &job))
@@ -822,11 +812,9 @@ static void build_logs(struct rpc_call *call, json_object *params)
 
 static void build_wait(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	follow_start(call, job, job->last_seq, false);
 	store_job_free(job);
@@ -836,12 +824,10 @@ static void build_wait(struct rpc_call *call, json_object *params)
 
 static void build_cancel(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	enum jobs_cancel_result rc = jobs_cancel(d->jobs, job->id, &err);
@@ -866,13 +852,11 @@ static void build_cancel(struct rpc_call *call, json_object *params)
 
 static void build_retry(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	const char *id;
 	struct store_job *job = NULL, *fresh = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	if (!job_state_terminal(job->state)) {
@@ -894,13 +878,11 @@ static void build_retry(struct rpc_call *call, json_object *params)
 
 static void build_prune(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"older_than", "all_users", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int64_t older = 0, deleted = 0;
 	bool all = false;
-	if (!params_check(call, params, known) ||
-	    !params_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
+	if (!params_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
 	    !params_bool(call, params, "all_users", &all))
 		return;
 	if (all && !access_is_admin(d->config, peer)) {
@@ -922,7 +904,15 @@ static void build_prune(struct rpc_call *call, json_object *params)
 }
 
 const struct rpc_method methods_build[] = {
-    {"build.submit", build_submit}, {"build.get", build_get},     {"build.list", build_list},
-    {"build.logs", build_logs},     {"build.wait", build_wait},   {"build.cancel", build_cancel},
-    {"build.retry", build_retry},   {"build.prune", build_prune}, {NULL, NULL},
+    {"build.submit", build_submit,
+     RPC_PARAMS("context", "image", "dockerfile", "alias", "tags", "ttl", "cache_key", "build_args",
+                "backend", "architecture", "archive")},
+    {"build.get", build_get, RPC_PARAMS("id")},
+    {"build.list", build_list, RPC_PARAMS("state", "limit", "cursor", "all_users")},
+    {"build.logs", build_logs, RPC_PARAMS("id", "after_seq", "follow", "limit")},
+    {"build.wait", build_wait, RPC_PARAMS("id")},
+    {"build.cancel", build_cancel, RPC_PARAMS("id")},
+    {"build.retry", build_retry, RPC_PARAMS("id")},
+    {"build.prune", build_prune, RPC_PARAMS("older_than", "all_users")},
+    {NULL, NULL, NULL},
 };

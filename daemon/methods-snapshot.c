@@ -342,7 +342,6 @@ bool methods_have_key(struct rpc_call *call)
 
 static void snapshot_list(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"limit", "cursor", "tags", "exclude_retired", NULL};
 	json_object *tags = NULL;
 	const char *cursor = NULL;
 	bool exclude = false;
@@ -350,7 +349,7 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 	struct snap_req *r;
 	char *query, *next, *ek, *ev;
 
-	if (!params_check(call, params, known) || !params_string(call, params, "cursor", &cursor) ||
+	if (!params_string(call, params, "cursor", &cursor) ||
 	    !params_int(call, params, "limit", 1, 100, &limit) ||
 	    !params_bool(call, params, "exclude_retired", &exclude) ||
 	    !params_string_map(call, params, "tags", NULL, &tags))
@@ -401,11 +400,10 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 
 static void snapshot_get(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *ref;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
@@ -430,11 +428,10 @@ static void snap_start_change(struct snap_req *r, const char *ref)
 
 static void snapshot_alias(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", "alias", NULL};
 	const char *ref, *alias;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
@@ -444,11 +441,10 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 
 static void snapshot_unalias(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"alias", NULL};
 	const char *alias;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_alias(call, params, &alias) ||
+	if (!snap_get_alias(call, params, &alias) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
@@ -460,17 +456,19 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 
 static void snapshot_retire(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *ref;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
 }
 
 const struct rpc_method methods_snapshot[] = {
-    {"snapshot.list", snapshot_list},     {"snapshot.get", snapshot_get},
-    {"snapshot.alias", snapshot_alias},   {"snapshot.unalias", snapshot_unalias},
-    {"snapshot.retire", snapshot_retire}, {NULL, NULL},
+    {"snapshot.list", snapshot_list, RPC_PARAMS("limit", "cursor", "tags", "exclude_retired")},
+    {"snapshot.get", snapshot_get, RPC_PARAMS("id")},
+    {"snapshot.alias", snapshot_alias, RPC_PARAMS("id", "alias")},
+    {"snapshot.unalias", snapshot_unalias, RPC_PARAMS("alias")},
+    {"snapshot.retire", snapshot_retire, RPC_PARAMS("id")},
+    {NULL, NULL, NULL},
 };

@@ -252,6 +252,20 @@ static void rpc_conn_closed(struct rpc_conn *rc)
 }
 
 /* Runs one valid entry; fd (owned, may be -1) goes to its call. */
+const char *rpc_params_unknown(json_object *params, const char *const *known)
+{
+	json_object_object_foreach(params, key, val)
+	{
+		(void)val;
+		bool ok = false;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return key;
+	}
+	return NULL;
+}
+
 static void rpc_dispatch(struct rpc_conn *rc, const struct jsonrpc_request *r, struct rpc_batch *b,
                          size_t slot, int fd)
 {
@@ -280,6 +294,19 @@ static void rpc_dispatch(struct rpc_conn *rc, const struct jsonrpc_request *r, s
 	server_conn_ref(rc->sc);
 	log_debug("%s from pid %d uid %u", m->name, (int)rpc_call_peer(call)->pid,
 	          (unsigned)rpc_call_peer(call)->uid);
+	if (m->params != NULL && r->params != NULL) {
+		const char *bad = NULL;
+		char *msg = NULL;
+		if (!json_object_is_type(r->params, json_type_object))
+			msg = xstrdup("params must be an object");
+		else if ((bad = rpc_params_unknown(r->params, m->params)) != NULL)
+			msg = xasprintf("unknown parameter '%.64s'", bad);
+		if (msg != NULL) {
+			rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
+			free(msg);
+			return;
+		}
+	}
 	m->handler(call, r->params);
 }
 

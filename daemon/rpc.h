@@ -28,7 +28,16 @@ typedef void (*rpc_handler)(struct rpc_call *call, json_object *params);
 struct rpc_method {
 	const char *name; /* "family.verb" */
 	rpc_handler handler;
+	/* The keys params may hold, NULL-terminated (RPC_PARAMS): dispatch answers -32602
+	 * for params that are not an object or hold another key, before the handler runs.
+	 * NULL: the handler takes anything. */
+	const char *const *params;
 };
+
+#define RPC_PARAMS(...) ((const char *const[]){__VA_ARGS__ __VA_OPT__(, ) NULL})
+
+/* The first key of params (an object) not in known, or NULL when there is none. */
+const char *rpc_params_unknown(json_object *params, const char *const *known);
 
 struct daemon *rpc_call_daemon(struct rpc_call *call);
 const struct rpc_peer *rpc_call_peer(const struct rpc_call *call);
