@@ -23,6 +23,7 @@
 #include "cmd.h"
 #include "output.h"
 #include "packctx.h"
+#include "sanitize.h"
 #include "util.h"
 
 /* K=V into obj; false on a malformed pair. */
@@ -59,33 +60,39 @@ static int cancel_job(struct cmd_ctx *ctx, const char *id)
 	return 130;
 }
 
-/* Prints the outcome; the exit status follows the job's final state. */
+/* Prints the outcome; the exit status follows the job's final state.  Ids and the alias
+ * are one-line fields, the error and hint messages: all sanitised (sanitize.h). */
 static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 {
 	const char *state = json_str(job, "state");
+	unsigned flags = output_text_flags(stderr);
 	if (ctx->json) {
 		cmd_print_json(job);
 	} else if (strcmp(state, "succeeded") == 0) {
 		const char *alias = json_str(job, "alias");
 		if (live) {
 			bool color = output_color(stdout);
-			printf("%s✔%s Snapshot created: %s", color ? "\033[32m" : "",
-			       color ? "\033[0m" : "", json_str(job, "snapshot_id"));
+			printf("%s✔%s Snapshot created: ", color ? "\033[32m" : "",
+			       color ? "\033[0m" : "");
+			sanitize_fputs(json_str(job, "snapshot_id"), SANITIZE_FIELD, stdout);
 			if (*alias)
-				printf(" (%s)", alias);
+				sanitize_printf(stdout, SANITIZE_FIELD, " (%s)", alias);
 			printf("\n");
 		} else {
-			printf("%s\n", json_str(job, "snapshot_id"));
+			sanitize_fputs(json_str(job, "snapshot_id"), SANITIZE_FIELD, stdout);
+			printf("\n");
 		}
 	}
 	if (strcmp(state, "succeeded") == 0)
 		return 0;
 	if (strcmp(state, "failed") == 0) {
-		fprintf(stderr, "✖ Build failed: %s\n", json_str(job, "error"));
+		sanitize_printf(stderr, flags, "✖ Build failed: %s\n", json_str(job, "error"));
 		if (*json_str(job, "hint"))
-			fprintf(stderr, "  hint: %s\n", json_str(job, "hint"));
+			sanitize_printf(stderr, flags, "  hint: %s\n", json_str(job, "hint"));
 	} else {
-		fprintf(stderr, "job %s ended %s\n", json_str(job, "id"), state);
+		sanitize_printf(stderr, SANITIZE_FIELD, "job %s ended %s", json_str(job, "id"),
+		                state);
+		fputc('\n', stderr);
 	}
 	return 1;
 }
@@ -121,16 +128,17 @@ static int pack_context(const char *dir, const char *dockerfile, bool live, stru
 			free(err);
 			return CMD_EXIT_INTERRUPTED;
 		}
-		fprintf(stderr,
-		        "snapbuild: packing the context failed: %s\n"
-		        "  hint: fix the path named (make it readable, or leave it out with "
-		        ".dockerignore) and run again\n",
-		        err);
+		sanitize_printf(stderr, 0,
+		                "snapbuild: packing the context failed: %s\n"
+		                "  hint: fix the path named (make it readable, or leave it out "
+		                "with .dockerignore) and run again\n",
+		                err);
 		free(err);
 		return CMD_EXIT_FAILURE;
 	}
+	/* A warning names files of the context, which anyone may have named. */
 	for (size_t i = 0; i < p->nwarnings; i++)
-		fprintf(stderr, "warning: %s\n", p->warnings[i]);
+		sanitize_printf(stderr, 0, "warning: %s\n", p->warnings[i]);
 	if (live) {
 		char *a = output_bytes(p->result.total_bytes), *b = output_bytes(p->result.archive_size);
 		fprintf(stderr, "packed %s: %llu files, %s → %s\n", dir,
@@ -300,14 +308,16 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		if (ctx->json)
 			cmd_print_json(job);
 		else
-			printf("%s\n", id);
+			sanitize_printf(stdout, 0, "%s\n", id);
 		rc = 0;
 		goto out;
 	}
 
 	printer = event_printer_new(stderr, live ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN);
-	if (live)
-		fprintf(stderr, "job %s\n", id);
+	if (live) {
+		sanitize_printf(stderr, SANITIZE_FIELD, "job %s", id);
+		fputc('\n', stderr);
+	}
 	json_object *lp = json_object_new_object();
 	json_object_object_add(lp, "id", json_object_new_string(id));
 	json_object_object_add(lp, "follow", json_object_new_boolean(1));
@@ -324,13 +334,13 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		json_object_object_get_ex(res, "job", &final);
 		rc = report(ctx, final, live);
 	} else if (crc == SB_CALL_RPC_ERROR) {
-		fprintf(stderr, "snapbuild: %s\n", rerr.message);
+		sanitize_printf(stderr, output_text_flags(stderr), "snapbuild: %s\n", rerr.message);
 		rc = 1;
 	} else {
-		fprintf(stderr,
-		        "snapbuild: lost the daemon while following job %s: %s\n"
-		        "  the job goes on; follow it with: snapbuild logs -f %s\n",
-		        id, err, id);
+		sanitize_printf(stderr, 0,
+		                "snapbuild: lost the daemon while following job %s: %s\n"
+		                "  the job goes on; follow it with: snapbuild logs -f %s\n",
+		                id, err, id);
 		rc = 3;
 	}
 	sb_rpc_error_clear(&rerr);
