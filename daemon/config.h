@@ -43,6 +43,7 @@ struct config {
 	char *local_engine_args;   /* global options for the local engine, space-separated */
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
 	unsigned long long max_context_bytes; /* cap on an archive and on what it unpacks to */
+	int max_connections_per_user; /* root and the admin group are not counted */
 
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */
