@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "alias.h"
 #include "api.h"
 #include "config.h"
 #include "daemon.h"
@@ -29,7 +30,6 @@
 #include "protocol.h"
 #include "util.h"
 
-#define SNAP_JOB_TAG "snapbuild.job"
 
 enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
 
@@ -171,21 +171,8 @@ static void snap_req_close_cb(struct rpc_call *call, void *arg)
  * of the caller's own jobs (still in the daemon's records). */
 static bool snap_may_change(struct snap_req *r, json_object *s)
 {
-	json_object *tags = NULL;
-	struct store_job *job = NULL;
-	const char *job_id;
-	bool owner;
-
-	if (r->privileged)
-		return true;
-	if (!json_object_object_get_ex(s, "tags", &tags) ||
-	    (job_id = snap_jstr(tags, SNAP_JOB_TAG)) == NULL || r->d->jobs == NULL ||
-	    jobs_get(r->d->jobs, job_id, &job, NULL) != 0)
-		return false;
-	/* exact: a tag naming only a prefix of someone's job id proves nothing */
-	owner = strcmp(job->id, job_id) == 0 && (int64_t)rpc_call_peer(r->call)->uid == job->uid;
-	store_job_free(job);
-	return owner;
+	return r->privileged ||
+	       alias_snapshot_built_by(r->d->store, s, rpc_call_peer(r->call)->uid);
 }
 
 static void snap_deny(struct snap_req *r, const char *id)
@@ -193,8 +180,10 @@ static void snap_deny(struct snap_req *r, const char *id)
 	char *msg = xasprintf("snapshot %s was not built by one of your jobs", id);
 
 	snap_reply_error(r, SB_ERR_PERMISSION_DENIED, msg,
-	                 "only root, the admin group, the daemon's own user and the owner of the "
-	                 "job that built a snapshot may change it or its aliases");
+	                 r->kind == SNAP_ALIAS && r->holder_id != NULL
+	                     ? ALIAS_TAKEN_HINT
+	                     : "only root, the admin group, the daemon's own user and the owner "
+	                       "of the job that built a snapshot may change it or its aliases");
 	free(msg);
 }
 
