@@ -44,7 +44,7 @@ struct api_op *alias_check(struct api *api, struct store *store, const char *ali
 
 /* The words of a refusal, for every place that refuses. */
 #define ALIAS_TAKEN_HINT                                                                   \
-	"an alias that points at another user's snapshot can only be moved by its owner, "   \
-	"root, the admin group or the daemon's own user: choose another alias"
+	"only root, the admin group, the daemon's own user and the owner of the job that "   \
+	"built the snapshot an alias points at may move it: choose another alias"
 
 #endif
