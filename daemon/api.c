@@ -117,6 +117,7 @@ struct api_op {
 	bool have_last;
 	unsigned long long last_num;
 	bool got_bytes;
+	bool answered; /* this connection got a 2xx: the service is there */
 	bool stream_ended;
 	bool end_done;
 	char *end_error;
@@ -956,6 +957,11 @@ static void follow_data_cb(void *arg, long status, const char *buf, size_t len)
 	(void)status;
 	if (op->stream_ended || op->cancelled)
 		return;
+	if (len == 0) {
+		op->answered = true;
+		evtimer_add(op->stall, &tv);
+		return;
+	}
 	/* a stream that delivers is working: later failures start a fresh count */
 	op->got_bytes = true;
 	op->attempt = 0;
@@ -1040,6 +1046,9 @@ static void follow_stall_cb(evutil_socket_t fd, short kind, void *arg)
 	/* TCP keepalive finds a dead peer; this is the backstop for one that is alive
 	 * but sends nothing, not even the heartbeats a quiet build step should carry */
 	log_warnx("api: %s: %s; reconnecting (stall_timeout_seconds)", op->url, why);
+	/* silence on an answered stream is a quiet step, not a failure: it may last */
+	if (op->answered)
+		op->attempt = 0;
 	http_cancel(op->xfer);
 	op->xfer = NULL;
 	api_error_set(&err, 0, xstrdup(why));
@@ -1078,6 +1087,7 @@ static void follow_connect(struct api_op *op)
 	op->match_pos = 0;
 	op->replay_sure = false;
 	op->got_bytes = false;
+	op->answered = false;
 	op->attempt++;
 	op->xfer = http_start(op->a->http, &req, follow_http_done_cb, op);
 	evtimer_add(op->stall, &tv);

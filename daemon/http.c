@@ -354,6 +354,13 @@ static size_t http_header_cb(char *buf, size_t size, size_t nmemb, void *arg)
 		x->status = 0;
 		return n;
 	}
+	if (n <= 2 && x->on_data) {
+		/* the blank line ending the headers: tell a stream it was answered */
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+		if (x->status >= 200 && x->status < 300)
+			x->on_data(x->arg, x->status, "", 0);
+		return x->cancelled ? 0 : n;
+	}
 	if ((v = http_header_value(buf, n, "Retry-After")) != NULL) {
 		free(x->retry_after);
 		x->retry_after = v;

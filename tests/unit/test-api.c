@@ -1138,6 +1138,29 @@ static void test_follow_reconnects_after_stall(void **state)
 	res_free(&r);
 }
 
+static void test_follow_silence_on_answered_streams_is_not_a_failure(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	json_object *reqs;
+	/* more silent connections than attempts: a quiet step, however long, is no error */
+	const char *conns[] = {"!stall", "!stall", "!stall",  "!stall",
+	                       "!stall", "!stall", "l1 !done"};
+	const char *want[] = {"l1"};
+
+	serve_streams(c, conns, 7);
+	api_set_stall_timeout(c->api, 200);
+	follow(c, &r, NULL);
+	wait_done(c, &r);
+	assert_false(r.had_err);
+	assert_true(r.end_done);
+	assert_lines(&r, want, 1);
+	reqs = requests(c);
+	assert_int_equal(json_object_array_length(reqs), 7);
+	json_object_put(reqs);
+	res_free(&r);
+}
+
 static void test_follow_empty_streams_count_as_failures(void **state)
 {
 	struct ctx *c = *state;
@@ -1574,6 +1597,7 @@ int main(void)
 	    T(test_follow_seeded_lines_and_a_continuation),
 	    T(test_follow_error_event_is_final),
 	    T(test_follow_reconnects_after_stall),
+	    T(test_follow_silence_on_answered_streams_is_not_a_failure),
 	    T(test_follow_empty_streams_count_as_failures),
 	    T(test_follow_huge_line_truncated),
 	    T(test_follow_endless_line_stays_bounded),
