@@ -12,7 +12,10 @@ stall_timeout_seconds, a normal setting), in every combination.
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import unittest
 
 from harness import Daemon, clean_env, wait_for
@@ -21,6 +24,7 @@ from simharness import API_KEY, Sim, submit_ok, wait_job, write_tree
 DOCKERFILE = (b"FROM debian:12\nRUN echo building\nCOPY . /app\nRUN make -C /app\n"
               b"RUN echo done\n")
 STALL_CONFIG = "stall_timeout_seconds = 1\n"
+FAKE_SERVICE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_service.py")
 
 
 def stored_build_lines(d, job_id):
@@ -200,6 +204,42 @@ class ServiceModes(unittest.TestCase):
                 with Daemon(env=env, config="", tmp=tempfile.mkdtemp(dir=self.tmp)) as d:
                     info = d.call("daemon.info")
                     self.assertEqual((info["api_url"], info["builder_url"]), (api_url, builder_url))
+
+    # --- times from the management API ---
+
+    def test_rfc3339_times_with_z_offsets_and_fractions(self):
+        sid = "33333333-3333-4333-8333-333333333333"
+        then = time.time() - (3 * 3600 + 600)  # 3 h 10 min ago; a lost offset is off by hours
+
+        def rfc3339(offset_min, frac, zulu=True):
+            s = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(then + offset_min * 60)) + frac
+            if zulu and offset_min == 0:
+                return s + "Z"
+            sign = "+" if offset_min >= 0 else "-"
+            return s + "%s%02d:%02d" % (sign, abs(offset_min) // 60, abs(offset_min) % 60)
+
+        forms = [rfc3339(0, ""), rfc3339(0, ".123456"), rfc3339(120, ""),
+                 rfc3339(-330, ".5"), rfc3339(0, ".25", zulu=False)]
+        answers = [{"json": {"id": sid, "byte_size": 1, "tags": {}, "ttl": None,
+                             "memory": False, "created_at": f, "retired_at": None,
+                             "updated_at": f}} for f in forms]
+        script = os.path.join(self.tmp, "script.json")
+        with open(script, "w") as f:
+            json.dump({"GET /v1/snapshots/" + sid: answers}, f)
+        fake = subprocess.Popen([sys.executable, "-B", FAKE_SERVICE, "--script", script,
+                                 "--log", os.path.join(self.tmp, "requests.jsonl")],
+                                stdout=subprocess.PIPE)
+        self.addCleanup(fake.wait)
+        self.addCleanup(fake.kill)
+        url = "http://" + fake.stdout.readline().decode().strip()
+        fake.stdout.close()
+        env = clean_env(TOGETHER_API_KEY=API_KEY, TOGETHER_BASE_URL=url)
+        with Daemon(env=env, config="", tmp=tempfile.mkdtemp(dir=self.tmp)) as d:
+            for form in forms:
+                with self.subTest(created_at=form):
+                    r = d.cli("snapshots", "get", sid)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assertRegex(r.stdout, r"created:\s+\S+ \S+ \S+ \(3 hours ago\)")
 
     # --- the simulator's own check for a second registration ---
 
