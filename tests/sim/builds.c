@@ -6,9 +6,10 @@
  * as Server-Sent Events (ids 1, 2, … and a final {"done": true} or {"error": …}),
  * resuming after Last-Event-ID — or, as --log-ids and --reconnect choose, with other
  * ids or none, replaying from the start or continuing where the build's last stream
- * stopped (what the real service does is unknown); each stream writes a bounded amount at a time
- * and waits for it to be flushed, so a fast log cannot pile up in memory.  The log faults (404 on
- * connect, drop after K events, stall) are taken per connection.
+ * stopped (what the real service does is unknown).  Each stream writes a bounded
+ * amount at a time and waits for it to be flushed, so a fast log cannot pile up in
+ * memory.  The log faults (404 on connect, drop after K events, stall) are taken per
+ * connection.
  */
 #include "sim.h"
 
