@@ -89,7 +89,7 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->socket_mode = 0600;
 	cfg->idle_exit_seconds = CONFIG_IDLE_EXIT_DEFAULT;
 	cfg->event_retention_days = 30;
-	cfg->stall_timeout_seconds = 120;
+	cfg->stall_timeout_seconds = 600;
 	return cfg;
 }
 

@@ -39,7 +39,7 @@ struct config {
 	int idle_exit_seconds; /* 0 = never; only when socket-activated: config_idle_exit */
 	int event_retention_days;
 	char *tmp_dir;
-	int stall_timeout_seconds; /* a silent build log stream is reconnected after this */
+	int stall_timeout_seconds; /* backstop: a silent build log stream is reconnected */
 	char *local_engine_args;   /* global options for the local engine, space-separated */
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
 	unsigned long long max_context_bytes; /* cap on an archive and on what it unpacks to */

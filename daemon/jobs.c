@@ -652,6 +652,47 @@ static void follow_end_cb(void *arg, const struct api_error *err, bool done,
 	j->op = api_build_status(j->js->d->api, j->rec->build_id, status_done_cb, j);
 }
 
+/*
+ * Hands the follow the build lines already stored (as the builder sent them), so that
+ * after a restart a service that replays its log from the start without usable event
+ * ids is recognised and nothing is stored twice.  A job that was just uploaded has
+ * none.  When they cannot be read the follow starts without them: a replay would then
+ * repeat lines, which is better than failing a running build.
+ */
+static void remote_follow_seed(struct job *j)
+{
+	int64_t after = 0;
+	struct store_event *ev;
+	size_t n;
+	char *err = NULL;
+
+	do {
+		if (store_events_after(j->js->d->store, j->rec->id, after, 10000, &ev, &n, &err) <
+		    0) {
+			log_warnx("job %s: cannot read the stored log to recognise a replay: %s",
+			          j->rec->id, err);
+			free(err);
+			return;
+		}
+		for (size_t i = 0; i < n; i++) {
+			json_object *data = NULL, *raw = NULL;
+			const char *text = ev[i].text ? ev[i].text : "";
+
+			after = ev[i].seq;
+			if (strcmp(ev[i].kind, "log") != 0 || !ev[i].step ||
+			    strcmp(ev[i].step, "build") != 0)
+				continue;
+			if (ev[i].data_json && (data = json_tokener_parse(ev[i].data_json)) &&
+			    json_object_object_get_ex(data, "raw", &raw) &&
+			    json_object_is_type(raw, json_type_string))
+				text = json_object_get_string(raw);
+			api_follow_seed(j->op, text, strlen(text));
+			json_object_put(data);
+		}
+		store_event_array_free(ev, n);
+	} while (n == 10000);
+}
+
 static void remote_follow(struct job *j)
 {
 	static const struct api_follow_cbs cbs = {
@@ -660,6 +701,7 @@ static void remote_follow(struct job *j)
 	    .on_end = follow_end_cb,
 	};
 	j->op = api_build_follow(j->js->d->api, j->rec->build_id, j->rec->last_event_id, &cbs, j);
+	remote_follow_seed(j);
 }
 
 static void delete_done_cb(void *arg, const struct api_error *err)
