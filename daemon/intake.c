@@ -337,8 +337,8 @@ out:
 }
 
 /* Whether the Dockerfile (followed through symlinks) is a regular file in the archive. */
-static int intake_check_dockerfile(struct intake_check *c, struct intake_src *again, void *arg,
-                                   void (*rewind)(struct intake_src *s, void *arg))
+/* again: a source of its own over the same bytes (never the one that copies and hashes). */
+static int intake_check_dockerfile(struct intake_check *c, struct intake_src *again)
 {
 	char *path = NULL;
 	for (int hop = 0; hop < INTAKE_MAX_HOPS; hop++) {
@@ -354,7 +354,7 @@ static int intake_check_dockerfile(struct intake_check *c, struct intake_src *ag
 		if (path == NULL)
 			break;
 		struct intake_check sub = {.dockerfile = path, .max = c->max};
-		rewind(again, arg);
+		again->off = 0;
 		if (intake_pass(again, &sub) < 0) {
 			free(sub.error);
 			free(sub.df_target);
@@ -368,12 +368,6 @@ static int intake_check_dockerfile(struct intake_check *c, struct intake_src *ag
 	return intake_fail(c, "no Dockerfile '%s' in the context archive (it must be a regular "
 	                      "file in it)",
 	                   c->dockerfile);
-}
-
-static void intake_rewind_mem(struct intake_src *s, void *arg)
-{
-	(void)arg;
-	s->off = 0;
 }
 
 int intake_check_buffer(const void *buf, size_t len, const char *dockerfile, uint64_t max_bytes,
@@ -394,7 +388,7 @@ int intake_check_buffer(const void *buf, size_t len, const char *dockerfile, uin
 		intake_fail(&c, "the archive is larger than %llu bytes",
 		            (unsigned long long)max_bytes);
 	else if (intake_pass(&src, &c) == 0 &&
-	         intake_check_dockerfile(&c, &src, NULL, intake_rewind_mem) == 0)
+	         intake_check_dockerfile(&c, &src) == 0)
 		rc = 0;
 	if (rc < 0)
 		*err = c.error ? c.error : xstrdup("invalid archive");
@@ -435,19 +429,6 @@ static int intake_commit(int fd, const char *spool_dir, const char *tmp, const c
 	}
 	close(dfd);
 	return 0;
-}
-
-struct intake_rewind_fd {
-	int fd;
-};
-
-static void intake_rewind_file(struct intake_src *s, void *arg)
-{
-	struct intake_rewind_fd *rf = arg;
-	s->fd = rf->fd;
-	s->off = 0;
-	s->md = NULL;
-	s->out_fd = -1;
 }
 
 void intake_run(const struct intake_options *o, struct intake_result *r)
@@ -554,8 +535,10 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 		           "build.submit answers");
 		goto out;
 	}
-	struct intake_rewind_fd rf = {.fd = src.out_fd};
-	if (intake_check_dockerfile(&c, &src, &rf, intake_rewind_file) < 0) {
+	/* A symlinked Dockerfile is followed over the spool copy, read afresh. */
+	struct intake_src again = {
+	    .fd = src.out_fd, .buf = src.buf, .out_fd = -1, .max = o->max_bytes, .cancel = o->cancel};
+	if (intake_check_dockerfile(&c, &again) < 0) {
 		intake_set(r, INTAKE_INVALID, c.error,
 		           "give --dockerfile relative to the context; the client always packs "
 		           "the Dockerfile, even when .dockerignore excludes it");

@@ -412,6 +412,41 @@ static void test_run_ok_and_mismatch(void **state)
 	free(b.p);
 }
 
+static void test_run_symlinked_dockerfile(void **state)
+{
+	struct spool *s = *state;
+	struct member good[] = {{"./Dockerfile", AE_IFLNK, "docker/Dockerfile.real", 0, false},
+	                        F("./docker/Dockerfile.real", "FROM x\n"),
+	                        {0}};
+	struct member loop[] = {{"./Dockerfile", AE_IFLNK, "a", 0, false},
+	                        {"./a", AE_IFLNK, "Dockerfile", 0, false},
+	                        {0}};
+	struct member *cases[] = {good, loop};
+	for (int i = 0; i < 2; i++) {
+		struct buf b = make_archive(cases[i], true);
+		char sha[65];
+		sha256_hex(b.p, b.len, sha);
+		int fd = tmpfile_with(&b);
+		struct intake_options o = {.fd = fd,
+		                           .spool_dir = s->spool,
+		                           .dockerfile = "Dockerfile",
+		                           .max_bytes = MAX,
+		                           .declared_bytes = b.len,
+		                           .declared_sha256 = sha};
+		struct intake_result r;
+		intake_run(&o, &r);
+		if (i == 0 && r.status != INTAKE_OK)
+			fail_msg("refused: %s", r.error);
+		if (i == 1)
+			assert_int_equal(r.status, INTAKE_INVALID);
+		intake_result_clear(&r);
+		close(fd);
+		free(b.p);
+	}
+	/* The accepted one is spooled; the refused one left nothing behind. */
+	assert_int_equal(spool_entries(s), 1);
+}
+
 static void test_run_unreadable_descriptor(void **state)
 {
 	struct spool *s = *state;
@@ -493,6 +528,8 @@ int main(void)
 	    cmocka_unit_test(test_sizes_and_formats),
 	    cmocka_unit_test(test_clean_path),
 	    cmocka_unit_test_setup_teardown(test_run_ok_and_mismatch, spool_setup, spool_teardown),
+	    cmocka_unit_test_setup_teardown(test_run_symlinked_dockerfile, spool_setup,
+	                                    spool_teardown),
 	    cmocka_unit_test_setup_teardown(test_run_unreadable_descriptor, spool_setup,
 	                                    spool_teardown),
 	    cmocka_unit_test_setup_teardown(test_image_context, spool_setup, spool_teardown),
