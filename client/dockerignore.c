@@ -7,55 +7,38 @@
  *  2. loading: patternmatcher.New, whose syntax check is Go's filepath.Match(p, ".");
  *  3. matching: patternmatcher's Pattern.compile turns a pattern into an exact, prefix
  *     or suffix string test or into an RE2 regular expression.  The expression text is
- *     built exactly as Docker builds it and then parsed and run by a small engine that
- *     accepts the RE2 syntax such text can contain (classes, POSIX and Perl classes,
- *     escapes, \Q..\E, assertions, groups, * + ?) and runs it as a Pike VM, so matching
- *     is linear in the path length whatever the pattern.  The one construct left out is
- *     \p{...} Unicode classes (they would need Unicode tables): such a pattern fails when
- *     matched, like a malformed one.
+ *     built exactly as Docker builds it, checked as RE2 checks it, and matched by PCRE2
+ *     (see the regular expression section).  The one construct left out is \p{...}
+ *     Unicode classes (their names and tables are Go's, not PCRE2's): such a pattern fails
+ *     when matched, like a malformed one.
  */
 #include "dockerignore.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "util.h"
 
-#define DI_MAX_LINE 65535 /* bufio.Scanner's default token limit, newline excluded */
-#define DI_RUNE_ERR 0xFFFDu
-#define DI_MAX_RUNE 0x10FFFFu
-#define DI_BAD_GLOB "syntax error in pattern"
+#define DI_MAX_LINE   65535 /* bufio.Scanner's default token limit, newline excluded */
+#define DI_RUNE_ERR   0xFFFDu
+#define DI_MAX_RUNE   0x10FFFFu
+#define DI_BAD_GLOB   "syntax error in pattern"
+#define DI_DFA_WS     512       /* ints of DFA workspace on the stack */
+#define DI_DFA_WS_MAX (1 << 22) /* and at most on the heap */
 
 enum di_match_type { DI_EXACT, DI_PREFIX, DI_SUFFIX, DI_REGEXP, DI_BAD };
-
-enum di_op { OP_RUNE, OP_CLASS, OP_ANY_NOT_NL, OP_SPLIT, OP_JMP, OP_ASSERT, OP_MATCH };
-enum di_assert { AS_BEGIN_TEXT, AS_END_TEXT, AS_WORD_BOUNDARY, AS_NOT_WORD_BOUNDARY };
-
-struct di_inst {
-	enum di_op op;
-	uint32_t arg; /* rune, class index or assertion */
-	uint32_t x, y;
-};
-
-struct di_class {
-	uint32_t *r; /* sorted, merged [lo, hi] pairs */
-	size_t n;    /* number of pairs */
-};
-
-struct di_prog {
-	struct di_inst *inst;
-	size_t ninst, cap;
-	struct di_class *classes;
-	size_t nclasses;
-};
 
 struct di_pattern {
 	char *text; /* cleaned, without the '!' */
 	size_t len;
 	bool exclusion;
 	enum di_match_type type;
-	struct di_prog *prog;
+	pcre2_code *re; /* DI_REGEXP; only read once built, so shared by threads */
 };
 
 struct dockerignore {
@@ -488,32 +471,34 @@ static int di_glob_match(const char *pat, size_t plen, const char *name, size_t 
 	return nlen == 0;
 }
 
-/* ---- the regular expression engine ---- */
+/*
+ * ---- the regular expression, translated for PCRE2 ----
+ *
+ * Docker's expression text is RE2 syntax, and a glob can put almost any of it there
+ * (classes, escapes, \Q..\E, assertions).  RE2 and PCRE2 disagree on much of it: \s
+ * (PCRE2's has \v), \v itself, \x without digits, \e, \Z, \1, \C, \Q inside a class,
+ * "[:x:]" outside one, "[=" and "[." inside one, a '-' after \d, and so on.  So the
+ * text is parsed as RE2 parses it (refusing what RE2 refuses, which makes the pattern
+ * fail on every match) and written out again in a small PCRE2 subset that means the same
+ * thing: every character as \x{...}, every class as explicit ranges, (?:...) groups, \A
+ * \z \b \B, and the repetition operators.  The expression is compiled in UTF mode and
+ * run with pcre2_dfa_match(), which walks the subject once without backtracking, so
+ * matching stays linear in the path length whatever the pattern (as RE2 promises).
+ * One limit is PCRE2's own: an expression whose compiled form passes 64 KiB (thousands
+ * of classes or wildcards in one pattern) is refused, where Go takes it; such a pattern
+ * fails when matched.
+ */
 
-enum di_node_type {
-	N_EMPTY,
-	N_RUNE,
-	N_CLASS,
-	N_ANY,
-	N_ASSERT,
-	N_CAT,
-	N_ALT,
-	N_STAR,
-	N_PLUS,
-	N_QUEST
-};
-
-struct di_node {
-	enum di_node_type type;
-	uint32_t val;
-	struct di_node **sub;
-	size_t nsub;
+struct di_buf {
+	char *s;
+	size_t len, cap;
 };
 
 struct di_parser {
 	const char *s;
 	size_t n, p;
-	struct di_prog *prog;
+	struct di_buf *out; /* the PCRE2 text */
+	size_t atom;        /* where the last atom starts in it */
 	int depth;
 };
 
@@ -523,29 +508,39 @@ struct di_ranges {
 	size_t n, cap;
 };
 
-static struct di_node *di_node_new(enum di_node_type type, uint32_t val)
+static void di_buf_add(struct di_buf *b, const char *s, size_t n)
 {
-	struct di_node *nd = xcalloc(1, sizeof(*nd));
-
-	nd->type = type;
-	nd->val = val;
-	return nd;
+	if (b->len + n + 1 > b->cap) {
+		while (b->len + n + 1 > b->cap)
+			b->cap = b->cap ? b->cap * 2 : 64;
+		b->s = xrealloc(b->s, b->cap);
+	}
+	memcpy(b->s + b->len, s, n);
+	b->len += n;
+	b->s[b->len] = '\0';
 }
 
-static void di_node_add(struct di_node *nd, struct di_node *sub)
+static void di_buf_str(struct di_buf *b, const char *s)
 {
-	nd->sub = xrealloc(nd->sub, (nd->nsub + 1) * sizeof(*nd->sub));
-	nd->sub[nd->nsub++] = sub;
+	di_buf_add(b, s, strlen(s));
 }
 
-static void di_node_free(struct di_node *nd)
+static bool di_isalnum(uint32_t c)
 {
-	if (nd == NULL)
-		return;
-	for (size_t i = 0; i < nd->nsub; i++)
-		di_node_free(nd->sub[i]);
-	free(nd->sub);
-	free(nd);
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/* One character for PCRE2: letters and digits as they are, anything else as \x{...}. */
+static void di_emit_char(struct di_buf *b, uint32_t c)
+{
+	char hex[16];
+
+	if (di_isalnum(c)) {
+		hex[0] = (char)c;
+		di_buf_add(b, hex, 1);
+	} else {
+		di_buf_add(b, hex, (size_t)snprintf(hex, sizeof(hex), "\\x{%X}", (unsigned)c));
+	}
 }
 
 static void di_ranges_add(struct di_ranges *rs, uint32_t lo, uint32_t hi)
@@ -597,17 +592,36 @@ static void di_ranges_finish(struct di_ranges *rs, bool negate)
 	}
 }
 
-/* Add a class built from the ranges to the program; returns a class node. */
-static struct di_node *di_class_node(struct di_parser *ps, struct di_ranges *rs, bool negate)
+/*
+ * Write a class as explicit ranges.  Surrogates can never match (they decode as
+ * U+FFFD) and PCRE2 refuses them as range ends, so ranges are clipped around them; a
+ * class left empty is a group that never matches.
+ */
+static void di_emit_class(struct di_parser *ps, struct di_ranges *rs, bool negate)
 {
-	struct di_prog *pg = ps->prog;
+	bool any = false;
 
 	di_ranges_finish(rs, negate);
-	pg->classes = xrealloc(pg->classes, (pg->nclasses + 1) * sizeof(*pg->classes));
-	pg->classes[pg->nclasses].r = rs->r;
-	pg->classes[pg->nclasses].n = rs->n / 2;
+	for (size_t i = 0; i < rs->n; i += 2) {
+		uint32_t lo = rs->r[i], hi = rs->r[i + 1];
+
+		if (lo >= 0xD800 && lo <= 0xDFFF)
+			lo = 0xE000;
+		if (hi >= 0xD800 && hi <= 0xDFFF)
+			hi = 0xD7FF;
+		if (lo > hi)
+			continue;
+		di_buf_str(ps->out, any ? "" : "[");
+		any = true;
+		di_emit_char(ps->out, lo);
+		if (hi > lo) {
+			di_buf_add(ps->out, "-", 1);
+			di_emit_char(ps->out, hi);
+		}
+	}
+	di_buf_str(ps->out, any ? "]" : "(?:(?!))");
+	free(rs->r);
 	rs->r = NULL;
-	return di_node_new(N_CLASS, (uint32_t)pg->nclasses++);
 }
 
 static uint32_t di_next_rune(struct di_parser *ps)
@@ -692,11 +706,6 @@ static int di_unhex(uint32_t c)
 	if (c >= 'A' && c <= 'F')
 		return (int)(c - 'A' + 10);
 	return -1;
-}
-
-static bool di_isalnum(uint32_t c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
 /* RE2's parseEscape at ps->p (the backslash): one escaped character. */
@@ -799,7 +808,7 @@ static int di_class_char(struct di_parser *ps, uint32_t *out)
 }
 
 /* RE2's parseClass at ps->p (the '['). */
-static struct di_node *di_parse_class(struct di_parser *ps)
+static int di_parse_class(struct di_parser *ps)
 {
 	struct di_ranges rs = {0};
 	bool negate = false, first = true;
@@ -858,90 +867,101 @@ static struct di_node *di_parse_class(struct di_parser *ps)
 		di_ranges_add(&rs, lo, hi);
 	}
 	ps->p++;
-	return di_class_node(ps, &rs, negate);
+	di_emit_class(ps, &rs, negate);
+	return 0;
 bad:
 	free(rs.r);
-	return NULL;
+	return -1;
 }
 
-static struct di_node *di_parse_alt(struct di_parser *ps);
+/* One literal character; a surrogate (only reachable as a number) never matches. */
+static void di_emit_literal(struct di_parser *ps, uint32_t c)
+{
+	if (c >= 0xD800 && c <= 0xDFFF)
+		di_buf_str(ps->out, "(?:(?!))");
+	else
+		di_emit_char(ps->out, c);
+}
 
-/* One atom, or NULL on a syntax error (or a construct this engine does not run). */
-static struct di_node *di_parse_atom(struct di_parser *ps)
+static int di_parse_alt(struct di_parser *ps);
+
+/* One atom, or -1 on a syntax error (or a construct left out: \p, \C, flags). */
+static int di_parse_atom(struct di_parser *ps)
 {
 	char c = ps->s[ps->p];
+	size_t start = ps->out->len;
 	uint32_t r;
 
+	ps->atom = start;
 	switch (c) {
-	case '(': {
-		struct di_node *nd;
-
+	case '(':
 		ps->p++;
 		if (ps->p < ps->n && ps->s[ps->p] == '?')
-			return NULL; /* flags and named groups never come out of a glob */
+			return -1; /* flags and named groups never come out of a glob */
 		if (++ps->depth > 1000)
-			return NULL;
-		nd = di_parse_alt(ps);
+			return -1;
+		di_buf_str(ps->out, "(?:");
+		if (di_parse_alt(ps) < 0 || ps->p >= ps->n || ps->s[ps->p] != ')')
+			return -1;
 		ps->depth--;
-		if (nd == NULL)
-			return NULL;
-		if (ps->p >= ps->n || ps->s[ps->p] != ')') {
-			di_node_free(nd);
-			return NULL;
-		}
 		ps->p++;
-		return nd;
-	}
+		di_buf_str(ps->out, ")");
+		ps->atom = start;
+		return 0;
 	case '[':
 		return di_parse_class(ps);
 	case '.':
 		ps->p++;
-		return di_node_new(N_ANY, 0);
+		di_buf_str(ps->out, "[^\\n]");
+		return 0;
 	case '^':
 		ps->p++;
-		return di_node_new(N_ASSERT, AS_BEGIN_TEXT);
+		di_buf_str(ps->out, "\\A");
+		return 0;
 	case '$':
 		ps->p++;
-		return di_node_new(N_ASSERT, AS_END_TEXT);
+		di_buf_str(ps->out, "\\z");
+		return 0;
 	case '*':
 	case '+':
 	case '?':
 	case ')':
-		return NULL;
+		return -1;
 	case '\\':
 		break;
 	default:
-		return di_node_new(N_RUNE, di_next_rune(ps));
+		di_emit_literal(ps, di_next_rune(ps));
+		return 0;
 	}
 	if (ps->p + 1 < ps->n) {
 		switch (ps->s[ps->p + 1]) {
 		case 'A':
-			ps->p += 2;
-			return di_node_new(N_ASSERT, AS_BEGIN_TEXT);
 		case 'z':
-			ps->p += 2;
-			return di_node_new(N_ASSERT, AS_END_TEXT);
 		case 'b':
-			ps->p += 2;
-			return di_node_new(N_ASSERT, AS_WORD_BOUNDARY);
 		case 'B':
+			/* RE2's \b and \B are ASCII, as PCRE2's are without PCRE2_UCP. */
+			di_buf_add(ps->out, ps->s + ps->p, 2);
 			ps->p += 2;
-			return di_node_new(N_ASSERT, AS_NOT_WORD_BOUNDARY);
+			return 0;
 		case 'C':
 		case 'p':
 		case 'P':
-			return NULL;
+			return -1;
 		case 'Q': {
-			struct di_node *cat = di_node_new(N_CAT, 0);
 			const char *end;
 
 			ps->p += 2;
 			end = memmem(ps->s + ps->p, ps->n - ps->p, "\\E", 2);
-			while (ps->p < (end ? (size_t)(end - ps->s) : ps->n))
-				di_node_add(cat, di_node_new(N_RUNE, di_next_rune(ps)));
+			/* A group, so that a repetition after an empty \Q\E repeats nothing. */
+			if (end == ps->s + ps->p)
+				di_buf_str(ps->out, "(?:)");
+			while (ps->p < (end ? (size_t)(end - ps->s) : ps->n)) {
+				ps->atom = ps->out->len; /* a repetition takes the last one */
+				di_emit_literal(ps, di_next_rune(ps));
+			}
 			if (end != NULL)
 				ps->p += 2;
-			return cat;
+			return 0;
 		}
 		default:
 			break;
@@ -950,12 +970,15 @@ static struct di_node *di_parse_atom(struct di_parser *ps)
 	{
 		struct di_ranges rs = {0};
 
-		if (di_perl_class(ps, &rs))
-			return di_class_node(ps, &rs, false);
+		if (di_perl_class(ps, &rs)) {
+			di_emit_class(ps, &rs, false);
+			return 0;
+		}
 	}
 	if (di_parse_escape(ps, &r) < 0)
-		return NULL;
-	return di_node_new(N_RUNE, r);
+		return -1;
+	di_emit_literal(ps, r);
+	return 0;
 }
 
 /* A valid {n}, {n,} or {n,m} at ps->p: RE2 treats it as a repeat, else '{' is literal. */
@@ -975,35 +998,21 @@ static bool di_is_counted_repeat(const struct di_parser *ps)
 	return p < ps->n && ps->s[p] == '}';
 }
 
-static struct di_node *di_parse_concat(struct di_parser *ps)
+static int di_parse_concat(struct di_parser *ps)
 {
-	struct di_node *cat = di_node_new(N_CAT, 0);
-
 	while (ps->p < ps->n && ps->s[ps->p] != '|' && ps->s[ps->p] != ')') {
-		struct di_node *atom;
-		enum di_node_type rep;
+		char rep;
 
 		if (ps->s[ps->p] == '{' && di_is_counted_repeat(ps))
-			goto bad; /* counted repeats never come out of a glob */
-		atom = di_parse_atom(ps);
-		if (atom == NULL)
-			goto bad;
-		di_node_add(cat, atom);
+			return -1; /* counted repeats never come out of a glob */
+		if (di_parse_atom(ps) < 0)
+			return -1;
 		if (ps->p >= ps->n)
 			break;
-		switch (ps->s[ps->p]) {
-		case '*':
-			rep = N_STAR;
-			break;
-		case '+':
-			rep = N_PLUS;
-			break;
-		case '?':
-			rep = N_QUEST;
-			break;
-		default:
-			if (ps->s[ps->p] == '{' && di_is_counted_repeat(ps))
-				goto bad;
+		rep = ps->s[ps->p];
+		if (rep != '*' && rep != '+' && rep != '?') {
+			if (rep == '{' && di_is_counted_repeat(ps))
+				return -1;
 			continue;
 		}
 		ps->p++;
@@ -1011,301 +1020,116 @@ static struct di_node *di_parse_concat(struct di_parser *ps)
 			ps->p++; /* non-greedy: the same language */
 		if (ps->p < ps->n && (strchr("*+?", ps->s[ps->p]) != NULL ||
 		                      (ps->s[ps->p] == '{' && di_is_counted_repeat(ps))))
-			goto bad; /* RE2 refuses stacked repetition such as a** */
-		{
-			struct di_node *r = di_node_new(rep, 0);
-
-			di_node_add(r, atom);
-			cat->sub[cat->nsub - 1] = r;
-		}
+			return -1; /* RE2 refuses stacked repetition such as a** */
+		/* (?:atom)rep: PCRE2 will not repeat some atoms (\b, \A) that RE2 does. */
+		di_buf_add(ps->out, "(?:)", 4);
+		memmove(ps->out->s + ps->atom + 3, ps->out->s + ps->atom,
+		        ps->out->len - 4 - ps->atom);
+		memcpy(ps->out->s + ps->atom, "(?:", 3);
+		ps->out->s[ps->out->len - 1] = ')';
+		di_buf_add(ps->out, &rep, 1);
 	}
-	return cat;
-bad:
-	di_node_free(cat);
-	return NULL;
+	return 0;
 }
 
-static struct di_node *di_parse_alt(struct di_parser *ps)
+static int di_parse_alt(struct di_parser *ps)
 {
-	struct di_node *alt = NULL, *cat = di_parse_concat(ps);
-
-	while (cat != NULL && ps->p < ps->n && ps->s[ps->p] == '|') {
-		if (alt == NULL) {
-			alt = di_node_new(N_ALT, 0);
-			di_node_add(alt, cat);
-		}
+	if (di_parse_concat(ps) < 0)
+		return -1;
+	while (ps->p < ps->n && ps->s[ps->p] == '|') {
 		ps->p++;
-		cat = di_parse_concat(ps);
-		if (cat != NULL)
-			di_node_add(alt, cat);
+		di_buf_str(ps->out, "|");
+		if (di_parse_concat(ps) < 0)
+			return -1;
 	}
-	if (cat == NULL) {
-		di_node_free(alt);
-		return NULL;
-	}
-	return alt ? alt : cat;
-}
-
-static uint32_t di_emit(struct di_prog *pg, enum di_op op, uint32_t arg, uint32_t x, uint32_t y)
-{
-	if (pg->ninst == pg->cap) {
-		pg->cap = pg->cap ? pg->cap * 2 : 32;
-		pg->inst = xrealloc(pg->inst, pg->cap * sizeof(*pg->inst));
-	}
-	pg->inst[pg->ninst] = (struct di_inst){op, arg, x, y};
-	return (uint32_t)pg->ninst++;
-}
-
-static void di_compile_node(struct di_prog *pg, const struct di_node *nd)
-{
-	uint32_t split, jmp, start;
-
-	switch (nd->type) {
-	case N_EMPTY:
-		break;
-	case N_RUNE:
-		di_emit(pg, OP_RUNE, nd->val, 0, 0);
-		break;
-	case N_CLASS:
-		di_emit(pg, OP_CLASS, nd->val, 0, 0);
-		break;
-	case N_ANY:
-		di_emit(pg, OP_ANY_NOT_NL, 0, 0, 0);
-		break;
-	case N_ASSERT:
-		di_emit(pg, OP_ASSERT, nd->val, 0, 0);
-		break;
-	case N_CAT:
-		for (size_t i = 0; i < nd->nsub; i++)
-			di_compile_node(pg, nd->sub[i]);
-		break;
-	case N_ALT: {
-		uint32_t *jmps = xcalloc(nd->nsub, sizeof(*jmps));
-
-		for (size_t i = 0; i < nd->nsub; i++) {
-			split = 0;
-			if (i + 1 < nd->nsub)
-				split = di_emit(pg, OP_SPLIT, 0, (uint32_t)pg->ninst + 1, 0);
-			di_compile_node(pg, nd->sub[i]);
-			if (i + 1 < nd->nsub) {
-				jmps[i] = di_emit(pg, OP_JMP, 0, 0, 0);
-				pg->inst[split].y = (uint32_t)pg->ninst;
-			}
-		}
-		for (size_t i = 0; i + 1 < nd->nsub; i++)
-			pg->inst[jmps[i]].x = (uint32_t)pg->ninst;
-		free(jmps);
-		break;
-	}
-	case N_STAR:
-		split = di_emit(pg, OP_SPLIT, 0, (uint32_t)pg->ninst + 1, 0);
-		di_compile_node(pg, nd->sub[0]);
-		di_emit(pg, OP_JMP, 0, split, 0);
-		pg->inst[split].y = (uint32_t)pg->ninst;
-		break;
-	case N_PLUS:
-		start = (uint32_t)pg->ninst;
-		di_compile_node(pg, nd->sub[0]);
-		di_emit(pg, OP_SPLIT, 0, start, (uint32_t)pg->ninst + 1);
-		break;
-	case N_QUEST:
-		split = di_emit(pg, OP_SPLIT, 0, (uint32_t)pg->ninst + 1, 0);
-		di_compile_node(pg, nd->sub[0]);
-		jmp = (uint32_t)pg->ninst;
-		pg->inst[split].y = jmp;
-		break;
-	}
-}
-
-static void di_prog_free(struct di_prog *pg)
-{
-	if (pg == NULL)
-		return;
-	for (size_t i = 0; i < pg->nclasses; i++)
-		free(pg->classes[i].r);
-	free(pg->classes);
-	free(pg->inst);
-	free(pg);
+	return 0;
 }
 
 /* regexp.Compile: NULL when RE2 would refuse the expression. */
-static struct di_prog *di_regex_compile(const char *re, size_t len)
+static pcre2_code *di_regex_compile(const char *re, size_t len)
 {
-	struct di_prog *pg = xcalloc(1, sizeof(*pg));
-	struct di_parser ps = {re, len, 0, pg, 0};
-	struct di_node *root = di_parse_alt(&ps);
+	struct di_buf out = {0};
+	struct di_parser ps = {re, len, 0, &out, 0, 0};
+	pcre2_code *code = NULL;
+	PCRE2_SIZE erroff;
+	int errcode;
 
-	if (root == NULL || ps.p != ps.n) {
-		di_node_free(root);
-		di_prog_free(pg);
-		return NULL;
+	if (di_parse_alt(&ps) == 0 && ps.p == ps.n) {
+		di_buf_add(&out, "", 0);
+		code = pcre2_compile((PCRE2_SPTR)out.s, out.len, PCRE2_UTF | PCRE2_NEVER_UCP,
+		                     &errcode, &erroff, NULL);
 	}
-	di_compile_node(pg, root);
-	di_emit(pg, OP_MATCH, 0, 0, 0);
-	di_node_free(root);
-	return pg;
-}
-
-static bool di_class_has(const struct di_class *c, uint32_t r)
-{
-	size_t lo = 0, hi = c->n;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (r < c->r[2 * mid])
-			hi = mid;
-		else if (r > c->r[2 * mid + 1])
-			lo = mid + 1;
-		else
-			return true;
-	}
-	return false;
-}
-
-static bool di_is_word(int64_t r)
-{
-	return r >= 0 && r < 0x80 && (di_isalnum((uint32_t)r) || r == '_');
-}
-
-struct di_vm {
-	const struct di_prog *pg;
-	const unsigned char *s;
-	size_t n;
-	bool open_end; /* the text continues after s: nothing is known of it */
-	uint32_t *mark, gen, *stack;
-};
-
-struct di_list {
-	uint32_t *pc;
-	size_t n;
-};
-
-static bool di_assert_holds(const struct di_vm *vm, uint32_t kind, size_t i)
-{
-	int64_t before = -1, after = -1;
-	size_t w;
-
-	switch (kind) {
-	case AS_BEGIN_TEXT:
-		return i == 0;
-	case AS_END_TEXT:
-		return i == vm->n && !vm->open_end;
-	default:
-		if (i == vm->n && vm->open_end)
-			return true;
-		if (i > 0)
-			before = di_decode_last(vm->s, i, &w);
-		if (i < vm->n)
-			after = di_decode(vm->s + i, vm->n - i, &w);
-		return (di_is_word(before) != di_is_word(after)) == (kind == AS_WORD_BOUNDARY);
-	}
-}
-
-/* Follow the empty transitions from pc at text position i, collecting the threads. */
-static void di_add_thread(struct di_vm *vm, struct di_list *l, uint32_t pc0, size_t i)
-{
-	size_t top = 0;
-
-	if (vm->mark[pc0] == vm->gen)
-		return;
-	vm->mark[pc0] = vm->gen;
-	vm->stack[top++] = pc0;
-	while (top > 0) {
-		uint32_t pc = vm->stack[--top];
-		const struct di_inst *in = &vm->pg->inst[pc];
-		uint32_t next[2];
-		int nnext = 0;
-
-		switch (in->op) {
-		case OP_JMP:
-			next[nnext++] = in->x;
-			break;
-		case OP_SPLIT:
-			next[nnext++] = in->x;
-			next[nnext++] = in->y;
-			break;
-		case OP_ASSERT:
-			if (di_assert_holds(vm, in->arg, i))
-				next[nnext++] = pc + 1;
-			break;
-		default:
-			l->pc[l->n++] = pc;
-			break;
-		}
-		for (int k = 0; k < nnext; k++) {
-			if (vm->mark[next[k]] != vm->gen) {
-				vm->mark[next[k]] = vm->gen;
-				vm->stack[top++] = next[k];
-			}
-		}
-	}
+	free(out.s);
+	return code;
 }
 
 /*
- * Unanchored search, as Go's MatchString.  With open_end the text is only a prefix
- * of the real one: the answer is then "might match" (a thread is still alive).
+ * Whether re matches s[0:n] (valid UTF-8): 1 or 0, -1 if PCRE2 gives up.  With
+ * partial, s is only the start of the text and the answer is "might match": it
+ * matches, or more text could make it match.  md is the caller's own (match data is
+ * written to, so never shared between threads); the DFA's workspace is on the stack
+ * unless the pattern needs more.
  */
-static bool di_prog_run(const struct di_prog *pg, const char *s, size_t n, bool open_end)
+static int di_regex_run(const pcre2_code *re, const char *s, size_t n, bool partial,
+                        pcre2_match_data *md)
 {
-	uint32_t small[4 * 128];
-	uint32_t *mem = pg->ninst <= 128 ? small : xmalloc(4 * pg->ninst * sizeof(uint32_t));
-	struct di_vm vm = {pg, (const unsigned char *)s, n, open_end, mem, 0, mem + pg->ninst};
-	struct di_list a = {mem + 2 * pg->ninst, 0}, b = {mem + 3 * pg->ninst, 0};
-	struct di_list *cl = &a, *nl = &b;
-	bool matched = false;
-	size_t i = 0;
+	int small[DI_DFA_WS], *ws = small;
+	size_t wsn = DI_DFA_WS;
+	uint32_t opts =
+	    PCRE2_NO_UTF_CHECK | PCRE2_DFA_SHORTEST | (partial ? PCRE2_PARTIAL_HARD : 0);
+	int rc;
 
-	memset(vm.mark, 0xff, pg->ninst * sizeof(uint32_t));
-	vm.gen = 0;
-	di_add_thread(&vm, cl, 0, 0);
 	for (;;) {
-		uint32_t r = 0;
-		size_t w = 0;
-
-		if (i < n)
-			r = di_decode(vm.s + i, n - i, &w);
-		vm.gen++;
-		nl->n = 0;
-		for (size_t k = 0; k < cl->n && !matched; k++) {
-			const struct di_inst *in = &pg->inst[cl->pc[k]];
-			bool ok = false;
-
-			switch (in->op) {
-			case OP_MATCH:
-				matched = true;
-				break;
-			case OP_RUNE:
-				ok = i < n && r == in->arg;
-				break;
-			case OP_CLASS:
-				ok = i < n && di_class_has(&pg->classes[in->arg], r);
-				break;
-			case OP_ANY_NOT_NL:
-				ok = i < n && r != '\n';
-				break;
-			default:
-				break;
-			}
-			if (ok)
-				di_add_thread(&vm, nl, cl->pc[k] + 1, i + w);
-		}
-		if (matched || i >= n)
+		rc = pcre2_dfa_match(re, (PCRE2_SPTR)s, n, 0, opts, md, NULL, ws, wsn);
+		if (rc != PCRE2_ERROR_DFA_WSSIZE || wsn >= DI_DFA_WS_MAX)
 			break;
-		i += w;
-		{
-			struct di_list *t = cl;
-
-			cl = nl;
-			nl = t;
-		}
-		di_add_thread(&vm, cl, 0, i);
+		wsn *= 4;
+		ws = xrealloc(ws == small ? NULL : ws, wsn * sizeof(*ws));
 	}
-	if (!matched && open_end)
-		matched = cl->n > 0;
-	if (mem != small)
-		free(mem);
-	return matched;
+	if (ws != small)
+		free(ws);
+	if (rc >= 0 || rc == PCRE2_ERROR_PARTIAL)
+		return 1;
+	return rc == PCRE2_ERROR_NOMATCH ? 0 : -1;
+}
+
+/* Match data for one query (one pair of offsets is all DFA_SHORTEST needs). */
+static pcre2_match_data *di_match_data(void)
+{
+	pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+
+	if (md == NULL)
+		abort(); /* out of memory, as xmalloc handles it */
+	return md;
+}
+
+/*
+ * Go's regexp reads each byte of invalid UTF-8 as U+FFFD, and PCRE2 wants valid UTF-8:
+ * NULL when s is valid (the usual case), else a copy with each such byte replaced by
+ * U+FFFD, so that both engines see the same characters.
+ */
+static char *di_utf8_fix(const char *s, size_t n, size_t *outlen)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	struct di_buf b = {0};
+	size_t i, w;
+
+	for (i = 0; i < n; i += w) {
+		w = 1;
+		if (u[i] >= 0x80 && di_decode(u + i, n - i, &w) == DI_RUNE_ERR && w == 1)
+			break;
+	}
+	if (i == n)
+		return NULL;
+	di_buf_add(&b, s, i);
+	for (; i < n; i += w) {
+		if (di_decode(u + i, n - i, &w) == DI_RUNE_ERR && w == 1)
+			di_buf_add(&b, "\xEF\xBF\xBD", 3);
+		else
+			di_buf_add(&b, s + i, w);
+	}
+	*outlen = b.len;
+	return b.s;
 }
 
 /* ---- patterns (patternmatcher.Pattern) ---- */
@@ -1315,19 +1139,7 @@ static bool di_should_escape(uint32_t c)
 	return c < 0x80 && strchr(".+()|{}$", (int)c) != NULL && c != 0;
 }
 
-static void di_buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		while (*len + n + 1 > *cap)
-			*cap = *cap ? *cap * 2 : 64;
-		*buf = xrealloc(*buf, *cap);
-	}
-	memcpy(*buf + *len, s, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-}
-
-static void di_buf_rune(char **buf, size_t *len, size_t *cap, uint32_t c)
+static void di_buf_rune(struct di_buf *b, uint32_t c)
 {
 	char u[4];
 	size_t n;
@@ -1343,7 +1155,7 @@ static void di_buf_rune(char **buf, size_t *len, size_t *cap, uint32_t c)
 		u[0] = (char)(0xF0 | (c >> 18)), u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
 		u[2] = (char)(0x80 | ((c >> 6) & 0x3F)), u[3] = (char)(0x80 | (c & 0x3F)), n = 4;
 	}
-	di_buf_add(buf, len, cap, u, n);
+	di_buf_add(b, u, n);
 }
 
 /* A text/scanner.Scanner over the pattern: runes, a BOM skipped at the start. */
@@ -1370,15 +1182,14 @@ static uint32_t di_scan_next(struct di_scan *sc)
 	return c;
 }
 
-/* Pattern.compile: the match type, and for DI_REGEXP the program (DI_BAD if refused). */
+/* Pattern.compile: the match type, and for DI_REGEXP the expression (DI_BAD if refused). */
 static void di_pattern_compile(struct di_pattern *pt)
 {
 	struct di_scan sc = {(const unsigned char *)pt->text, pt->len, 0};
 	enum di_match_type type = DI_EXACT;
-	char *re = NULL;
-	size_t len = 0, cap = 0;
+	struct di_buf re = {0};
 
-	di_buf_add(&re, &len, &cap, "^", 1);
+	di_buf_add(&re, "^", 1);
 	if (di_scan_peek(&sc) == 0xFEFF)
 		di_scan_next(&sc);
 	for (int i = 0; di_scan_peek(&sc) >= 0; i++) {
@@ -1393,52 +1204,66 @@ static void di_pattern_compile(struct di_pattern *pt)
 					if (type == DI_EXACT) {
 						type = DI_PREFIX;
 					} else {
-						di_buf_add(&re, &len, &cap, ".*", 2);
+						di_buf_add(&re, ".*", 2);
 						type = DI_REGEXP;
 					}
 				} else {
-					di_buf_add(&re, &len, &cap, "(.*/)?", 6);
+					di_buf_add(&re, "(.*/)?", 6);
 					type = DI_REGEXP;
 				}
 				if (i == 0)
 					type = DI_SUFFIX;
 			} else {
-				di_buf_add(&re, &len, &cap, "[^/]*", 5);
+				di_buf_add(&re, "[^/]*", 5);
 				type = DI_REGEXP;
 			}
 		} else if (ch == '?') {
-			di_buf_add(&re, &len, &cap, "[^/]", 4);
+			di_buf_add(&re, "[^/]", 4);
 			type = DI_REGEXP;
 		} else if (di_should_escape(ch)) {
-			di_buf_add(&re, &len, &cap, "\\", 1);
-			di_buf_rune(&re, &len, &cap, ch);
+			di_buf_add(&re, "\\", 1);
+			di_buf_rune(&re, ch);
 		} else if (ch == '\\') {
 			if (di_scan_peek(&sc) >= 0) {
-				di_buf_add(&re, &len, &cap, "\\", 1);
-				di_buf_rune(&re, &len, &cap, di_scan_next(&sc));
+				di_buf_add(&re, "\\", 1);
+				di_buf_rune(&re, di_scan_next(&sc));
 				type = DI_REGEXP;
 			} else {
-				di_buf_add(&re, &len, &cap, "\\", 1);
+				di_buf_add(&re, "\\", 1);
 			}
 		} else if (ch == '[' || ch == ']') {
-			di_buf_rune(&re, &len, &cap, ch);
+			di_buf_rune(&re, ch);
 			type = DI_REGEXP;
 		} else {
-			di_buf_rune(&re, &len, &cap, ch);
+			di_buf_rune(&re, ch);
 		}
 	}
 	if (type == DI_REGEXP) {
-		di_buf_add(&re, &len, &cap, "$", 1);
-		pt->prog = di_regex_compile(re, len);
-		if (pt->prog == NULL)
+		di_buf_add(&re, "$", 1);
+		pt->re = di_regex_compile(re.s, re.len);
+		if (pt->re == NULL)
 			type = DI_BAD;
 	}
 	pt->type = type;
-	free(re);
+	free(re.s);
 }
 
-/* Pattern.match on s[0:n]: -1 for a pattern Docker cannot compile. */
-static int di_pattern_match(const struct di_pattern *pt, const char *s, size_t n)
+/* A path being judged, with its filepath.Dir, both also as the regexp reads them. */
+struct di_query {
+	const char *path, *parent;
+	size_t len, plen;
+	const char *upath, *uparent; /* valid UTF-8: path and parent, or fixed copies */
+	size_t ulen, uplen;
+	char *owned, *uowned[2];
+	pcre2_match_data *md; /* this query's own, made on first use */
+};
+
+/*
+ * Pattern.match on s[0:n], u[0:un] being the same text as the regexp reads it: -1 for
+ * a pattern Docker cannot compile.
+ */
+static int di_pattern_match(const struct di_pattern *pt, const char *s, size_t n, const char *u,
+                            size_t un, struct di_query *q)
 {
 	const char *suffix;
 	size_t sl;
@@ -1455,7 +1280,9 @@ static int di_pattern_match(const struct di_pattern *pt, const char *s, size_t n
 			return 1;
 		return suffix[0] == '/' && n == sl - 1 && memcmp(s, suffix + 1, n) == 0;
 	case DI_REGEXP:
-		return di_prog_run(pt->prog, s, n, false);
+		if (q->md == NULL)
+			q->md = di_match_data();
+		return di_regex_run(pt->re, u, un, false, q->md);
 	case DI_BAD:
 	default:
 		return -1;
@@ -1465,25 +1292,22 @@ static int di_pattern_match(const struct di_pattern *pt, const char *s, size_t n
 /*
  * Whether the pattern matches the path or one of its parent directories, as in
  * MatchesOrParentMatches: an error on the path itself is reported, errors on the
- * parents count as no match.  parent is filepath.Dir(path).
+ * parents count as no match.
  */
-/* A path being judged, with its filepath.Dir. */
-struct di_query {
-	const char *path, *parent;
-	size_t len, plen;
-	char *owned;
-};
-
-static int di_pattern_hits(const struct di_pattern *pt, const struct di_query *q)
+static int di_pattern_hits(const struct di_pattern *pt, struct di_query *q)
 {
-	int m = di_pattern_match(pt, q->path, q->len);
+	int m = di_pattern_match(pt, q->path, q->len, q->upath, q->ulen, q);
 
 	if (m != 0 || (q->plen == 1 && q->parent[0] == '.'))
 		return m;
-	for (size_t i = 0; i <= q->plen; i++) {
+	/* The two forms of the parent have their '/' in the same order. */
+	for (size_t i = 0, j = 0; i <= q->plen; i++) {
 		if (i == q->plen || q->parent[i] == '/') {
-			if (di_pattern_match(pt, q->parent, i) == 1)
+			while (j < q->uplen && q->uparent[j] != '/')
+				j++;
+			if (di_pattern_match(pt, q->parent, i, q->uparent, j, q) == 1)
 				return 1;
+			j++;
 		}
 	}
 	return 0;
@@ -1538,6 +1362,31 @@ static bool di_query_init(struct di_query *q, const char *path)
 	return true;
 }
 
+static bool di_query_start(struct di_query *q, const char *path)
+{
+	q->uowned[0] = q->uowned[1] = NULL;
+	q->md = NULL;
+	if (!di_query_init(q, path))
+		return false;
+	q->uowned[0] = di_utf8_fix(q->path, q->len, &q->ulen);
+	q->upath = q->uowned[0] ? q->uowned[0] : q->path;
+	if (q->uowned[0] == NULL)
+		q->ulen = q->len;
+	q->uowned[1] = di_utf8_fix(q->parent, q->plen, &q->uplen);
+	q->uparent = q->uowned[1] ? q->uowned[1] : q->parent;
+	if (q->uowned[1] == NULL)
+		q->uplen = q->plen;
+	return true;
+}
+
+static void di_query_end(struct di_query *q)
+{
+	free(q->owned);
+	free(q->uowned[0]);
+	free(q->uowned[1]);
+	pcre2_match_data_free(q->md);
+}
+
 /* ---- the public interface ---- */
 
 void dockerignore_free(struct dockerignore *d)
@@ -1547,7 +1396,7 @@ void dockerignore_free(struct dockerignore *d)
 	dockerignore_lines_free(d->lines);
 	for (size_t i = 0; i < d->npats; i++) {
 		free(d->pats[i].text);
-		di_prog_free(d->pats[i].prog);
+		pcre2_code_free(d->pats[i].re);
 	}
 	free(d->pats);
 	free(d);
@@ -1617,7 +1466,7 @@ int dockerignore_excluded(const struct dockerignore *d, const char *path, bool *
 	int rc = 0;
 
 	*excluded = false;
-	if (d->npats == 0 || !di_query_init(&q, path))
+	if (d->npats == 0 || !di_query_start(&q, path))
 		return 0;
 	for (size_t i = 0; i < d->npats; i++) {
 		const struct di_pattern *pt = &d->pats[i];
@@ -1637,16 +1486,17 @@ int dockerignore_excluded(const struct dockerignore *d, const char *path, bool *
 	}
 	*excluded = matched;
 out:
-	free(q.owned);
+	di_query_end(&q);
 	return rc;
 }
 
 /* Whether an exception pattern could match some path strictly below dir. */
 static bool di_could_match_below(const struct di_pattern *pt, const char *dir)
 {
-	char *prefix = xasprintf("%s/", dir);
-	size_t pl = strlen(prefix);
+	char *prefix = xasprintf("%s/", dir), *fixed;
+	size_t pl = strlen(prefix), fl;
 	bool may = true;
+	pcre2_match_data *md;
 
 	switch (pt->type) {
 	case DI_EXACT:
@@ -1659,7 +1509,11 @@ static bool di_could_match_below(const struct di_pattern *pt, const char *dir)
 		break;
 	}
 	case DI_REGEXP:
-		may = di_prog_run(pt->prog, prefix, pl, true);
+		md = di_match_data();
+		fixed = di_utf8_fix(prefix, pl, &fl);
+		may = di_regex_run(pt->re, fixed ? fixed : prefix, fixed ? fl : pl, true, md) != 0;
+		free(fixed);
+		pcre2_match_data_free(md);
 		break;
 	case DI_SUFFIX:
 	case DI_BAD:
@@ -1675,7 +1529,7 @@ bool dockerignore_may_reinclude_below(const struct dockerignore *d, const char *
 	size_t last = 0;
 	bool found = false, may = false;
 
-	if (!di_query_init(&q, dir))
+	if (!di_query_start(&q, dir))
 		return true;
 	/* The last pattern hitting dir decides for dir; only later ones can differ below. */
 	for (size_t i = 0; i < d->npats; i++) {
@@ -1699,6 +1553,6 @@ bool dockerignore_may_reinclude_below(const struct dockerignore *d, const char *
 			may = di_could_match_below(&d->pats[i], dir);
 	}
 out:
-	free(q.owned);
+	di_query_end(&q);
 	return may;
 }

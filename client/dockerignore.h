@@ -4,8 +4,9 @@
  * errors) and each path is judged as MatchesOrParentMatches judges it: the last
  * pattern that matches the path or one of its parent directories decides, and a '!'
  * pattern re-includes.  Wildcard patterns are turned into the same regular expression
- * Docker builds and run on a small RE2-compatible engine, so corner cases (a class
- * swallowing a '*', a range that only fails when compiled) behave as in Docker.
+ * Docker builds, checked with RE2's syntax and matched by PCRE2 (libpcre2-8), so corner
+ * cases (a class swallowing a '*', a range that only fails when compiled) behave as in
+ * Docker.
  * See ../shared/conformance/dockerignore-semantics.md.
  *
  * A parsed matcher is immutable: several threads may query one at the same time.

@@ -413,6 +413,87 @@ static void test_own_cases(void **state)
 	dockerignore_free(d);
 }
 
+/* One match that must fail as Docker's fails: RE2 refuses the expression. */
+static void match_fails(const char *patterns, const char *path)
+{
+	struct dockerignore *d = parse_ok(patterns);
+	char *err = NULL;
+	bool ex = true;
+
+	if (dockerignore_excluded(d, path, &ex, &err) != -1)
+		fail_msg("[%s] %s: should fail to match", patterns, path);
+	assert_non_null(err);
+	assert_false(ex);
+	free(err);
+	dockerignore_free(d);
+}
+
+/*
+ * Where RE2's syntax (Docker's) and PCRE2's (ours, underneath) part ways, RE2 wins:
+ * escapes and classes that differ, invalid UTF-8 read as U+FFFD, and a pattern that
+ * would make a backtracking matcher give up.
+ */
+static void test_regexp_dialect(void **state)
+{
+	struct dockerignore *d;
+	char *deep;
+
+	(void)state;
+	d = parse_ok("a\\s"); /* RE2's \s has no \v */
+	assert_true(excluded(d, "a "));
+	assert_false(excluded(d, "a\v"));
+	dockerignore_free(d);
+	d = parse_ok("a\\v"); /* a vertical tab, not a class */
+	assert_true(excluded(d, "a\v"));
+	assert_false(excluded(d, "a\n"));
+	dockerignore_free(d);
+	d = parse_ok("[[=a=]]"); /* no collating elements: '[', '=', 'a', then ']' */
+	assert_true(excluded(d, "a]"));
+	assert_true(excluded(d, "=]"));
+	assert_false(excluded(d, "a"));
+	dockerignore_free(d);
+	d = parse_ok("[:alpha:]"); /* outside a class: the characters :alph */
+	assert_true(excluded(d, ":"));
+	assert_false(excluded(d, "b"));
+	dockerignore_free(d);
+	d = parse_ok("x[\\d-z]"); /* '-' after \d is a character */
+	assert_true(excluded(d, "x-"));
+	assert_true(excluded(d, "x5"));
+	assert_false(excluded(d, "xy"));
+	dockerignore_free(d);
+	match_fails("a\\e", "a\x1b");
+	match_fails("a\\x", "a");
+	match_fails("a\\1", "a");
+	match_fails("a\\Z*", "a");
+	match_fails("[\\Qa\\E]", "a");
+	match_fails("a\\\xc3\xa9*", "a\xc3\xa9");
+
+	/* Each byte of invalid UTF-8 is one U+FFFD, in the path and in the pattern. */
+	d = parse_ok("a?");
+	assert_true(excluded(d, "a\xff"));
+	assert_false(excluded(d, "a\xff\xfe"));
+	assert_true(excluded(d, "a\xff/b"));
+	dockerignore_free(d);
+	d = parse_ok("a\xff*");
+	assert_true(excluded(d, "a\xfe"));
+	assert_true(excluded(d, "a\xef\xbf\xbdz"));
+	assert_false(excluded(d, "ab"));
+	dockerignore_free(d);
+
+	/* No backtracking blow-up: a match is linear in the path, as with RE2. */
+	d = parse_ok("**/*a*a*a*a*a*a*a*a*a*a*a*a*b");
+	deep = xmalloc(4001);
+	memset(deep, 'a', 4000);
+	deep[4000] = '\0';
+	for (size_t i = 200; i < 4000; i += 200)
+		deep[i] = '/';
+	assert_false(excluded(d, deep));
+	deep[3999] = 'b';
+	assert_true(excluded(d, deep));
+	free(deep);
+	dockerignore_free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -422,6 +503,7 @@ int main(void)
 	    cmocka_unit_test(test_may_reinclude_below),
 	    cmocka_unit_test(test_may_reinclude_below_is_sound),
 	    cmocka_unit_test(test_own_cases),
+	    cmocka_unit_test(test_regexp_dialect),
 	};
 
 	return cmocka_run_group_tests(tests, vectors_setup, vectors_teardown);
