@@ -18,6 +18,7 @@
 #include "cmd.h"
 #include "output.h"
 #include "packctx.h"
+#include "sanitize.h"
 #include "util.h"
 
 static int cmd_context_exec(struct cmd_ctx *ctx);
@@ -31,8 +32,9 @@ const struct cmd_entry cmd_context_entry = {
 static void print_file(json_object *f)
 {
 	char *b = output_bytes((uint64_t)json_int(f, "size"));
-	printf("  %10s  %s%s\n", b, json_str(f, "path"),
-	       strcmp(json_str(f, "type"), "symlink") == 0 ? " (symlink)" : "");
+	/* File names are anybody's choice: one field, escaped. */
+	sanitize_printf(stdout, SANITIZE_FIELD, "  %10s  %s", b, json_str(f, "path"));
+	printf("%s\n", strcmp(json_str(f, "type"), "symlink") == 0 ? " (symlink)" : "");
 	free(b);
 }
 
@@ -112,7 +114,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	    .cancel = (volatile int *)&cmd_interrupted,
 	};
 	if (packctx_run(&po, &p, &err) != 0) {
-		fprintf(stderr, "snapbuild: %s\n", err);
+		sanitize_printf(stderr, 0, "snapbuild: %s\n", err);
 		if (cmd_interrupted)
 			rc = CMD_EXIT_INTERRUPTED;
 		goto out;
@@ -142,13 +144,15 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 		    json_object_array_length(arr)) {
 			printf("excluded by .dockerignore:\n");
 			for (size_t i = 0; i < json_object_array_length(arr); i++)
-				printf("  %s\n",
-				       json_object_get_string(json_object_array_get_idx(arr, i)));
+				sanitize_printf(
+				    stdout, 0, "  %s\n",
+				    json_object_get_string(json_object_array_get_idx(arr, i)));
 		}
 		if (json_object_object_get_ex(res, "warnings", &arr))
 			for (size_t i = 0; i < json_object_array_length(arr); i++)
-				printf("warning: %s\n",
-				       json_object_get_string(json_object_array_get_idx(arr, i)));
+				sanitize_printf(
+				    stdout, 0, "warning: %s\n",
+				    json_object_get_string(json_object_array_get_idx(arr, i)));
 		if (files && json_object_object_get_ex(res, "files", &arr)) {
 			printf("files:\n");
 			for (size_t i = 0; i < json_object_array_length(arr); i++)

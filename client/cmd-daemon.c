@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "sanitize.h"
 
 static const char *cmd_daemon_str(json_object *o, const char *key)
 {
@@ -22,6 +23,7 @@ static int64_t cmd_daemon_int(json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
 }
 
+/* What the daemon reports is printed through the sanitiser like any text from elsewhere. */
 static void cmd_daemon_print_info(json_object *r)
 {
 	json_object *backends = json_object_object_get(r, "backends");
@@ -31,31 +33,34 @@ static void cmd_daemon_print_info(json_object *r)
 	char uptime[32];
 
 	cmd_format_duration(json_object_get_double(up), uptime, sizeof(uptime));
-	printf("snapbuildd %s (protocol %" PRId64 "), pid %" PRId64 ", up %s\n",
-	       cmd_daemon_str(r, "version"), cmd_daemon_int(r, "protocol_version"),
-	       cmd_daemon_int(r, "pid"), uptime);
-	printf("socket       %s%s\n", cmd_daemon_str(r, "socket"),
-	       json_object_get_boolean(json_object_object_get(r, "socket_activated"))
-	           ? " (socket activation)"
-	           : "");
-	printf("state dir    %s\n", cmd_daemon_str(r, "state_dir"));
-	printf("API          %s (%s)\n", cmd_daemon_str(r, "api_url"),
-	       json_object_get_boolean(key) ? "key configured" : "no API key configured");
-	printf("builder      %s\n", cmd_daemon_str(r, "builder_url"));
-	printf("backend      %s (remote: %s; local engine: %s)\n",
-	       cmd_daemon_str(backends, "default"),
-	       cmd_daemon_str(json_object_object_get(backends, "remote"), "architecture"),
-	       cmd_daemon_str(json_object_object_get(backends, "local"), "engine"));
-	printf("concurrency  %" PRId64 " builds at once\n", cmd_daemon_int(r, "max_concurrent"));
+	sanitize_printf(stdout, 0, "snapbuildd %s (protocol %" PRId64 "), pid %" PRId64 ", up %s\n",
+	                cmd_daemon_str(r, "version"), cmd_daemon_int(r, "protocol_version"),
+	                cmd_daemon_int(r, "pid"), uptime);
+	sanitize_printf(stdout, 0, "socket       %s%s\n", cmd_daemon_str(r, "socket"),
+	                json_object_get_boolean(json_object_object_get(r, "socket_activated"))
+	                    ? " (socket activation)"
+	                    : "");
+	sanitize_printf(stdout, 0, "state dir    %s\n", cmd_daemon_str(r, "state_dir"));
+	sanitize_printf(stdout, 0, "API          %s (%s)\n", cmd_daemon_str(r, "api_url"),
+	                json_object_get_boolean(key) ? "key configured" : "no API key configured");
+	sanitize_printf(stdout, 0, "builder      %s\n", cmd_daemon_str(r, "builder_url"));
+	sanitize_printf(stdout, 0, "backend      %s (remote: %s; local engine: %s)\n",
+	                cmd_daemon_str(backends, "default"),
+	                cmd_daemon_str(json_object_object_get(backends, "remote"), "architecture"),
+	                cmd_daemon_str(json_object_object_get(backends, "local"), "engine"));
+	sanitize_printf(stdout, 0, "concurrency  %" PRId64 " builds at once\n",
+	                cmd_daemon_int(r, "max_concurrent"));
 	int64_t active = cmd_daemon_int(q, "packing") + cmd_daemon_int(q, "uploading") +
 	                 cmd_daemon_int(q, "building") + cmd_daemon_int(q, "pushing") +
 	                 cmd_daemon_int(q, "registering") + cmd_daemon_int(q, "aliasing") +
 	                 cmd_daemon_int(q, "cancelling");
-	printf("queue        %" PRId64 " queued, %" PRId64 " active, %" PRId64
-	       " succeeded, %" PRId64 " failed, %" PRId64 " cancelled (%" PRId64 " jobs)\n",
-	       cmd_daemon_int(q, "queued"), active, cmd_daemon_int(q, "succeeded"),
-	       cmd_daemon_int(q, "failed"), cmd_daemon_int(q, "cancelled"),
-	       cmd_daemon_int(q, "total"));
+	sanitize_printf(stdout, 0,
+	                "queue        %" PRId64 " queued, %" PRId64 " active, %" PRId64
+	                " succeeded, %" PRId64 " failed, %" PRId64 " cancelled (%" PRId64
+	                " jobs)\n",
+	                cmd_daemon_int(q, "queued"), active, cmd_daemon_int(q, "succeeded"),
+	                cmd_daemon_int(q, "failed"), cmd_daemon_int(q, "cancelled"),
+	                cmd_daemon_int(q, "total"));
 }
 
 static int cmd_daemon_exec(struct cmd_ctx *ctx)

@@ -9,6 +9,7 @@
 
 #include "cmd.h"
 #include "protocol.h"
+#include "sanitize.h"
 #include "util.h"
 
 /* The daemon's version answer, or NULL with *why set (malloc'd). */
@@ -71,14 +72,15 @@ static int cmd_version_exec(struct cmd_ctx *ctx)
 		if (d != NULL) {
 			int64_t proto =
 			    json_object_get_int64(json_object_object_get(d, "protocol_version"));
-			printf("snapbuildd %s (protocol %" PRId64 ")\n",
-			       json_object_get_string(json_object_object_get(d, "version")), proto);
+			sanitize_printf(
+			    stdout, 0, "snapbuildd %s (protocol %" PRId64 ")\n",
+			    json_object_get_string(json_object_object_get(d, "version")), proto);
 			if (proto != SNAPBUILD_PROTOCOL_VERSION)
 				printf("warning: the daemon speaks protocol %" PRId64
 				       ", this client %d; upgrade the older one\n",
 				       proto, SNAPBUILD_PROTOCOL_VERSION);
 		} else {
-			printf("snapbuildd %s\n", why);
+			sanitize_printf(stdout, 0, "snapbuildd %s\n", why);
 		}
 	}
 	free(why);
