@@ -85,6 +85,9 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->max_concurrent = 2;
 	cfg->max_context_bytes = 4ULL << 30;
 	cfg->max_connections_per_user = 64;
+	cfg->max_queued_per_user = 100;
+	cfg->max_spool_bytes_per_user = 8ULL << 30;
+	cfg->max_log_bytes = 64ULL << 20;
 	cfg->local_engine = xstrdup("auto");
 	cfg->socket_mode = 0600;
 	cfg->idle_exit_seconds = CONFIG_IDLE_EXIT_DEFAULT;
@@ -334,6 +337,12 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 		return config_parse_choice(label, value, engines, &cfg->local_engine, err);
 	if (strcmp(key, "max_concurrent") == 0)
 		return config_parse_int(label, value, 1, 64, &cfg->max_concurrent, err);
+	if (strcmp(key, "max_queued_per_user") == 0)
+		return config_parse_int(label, value, 1, 1000000, &cfg->max_queued_per_user, err);
+	if (strcmp(key, "max_spool_bytes_per_user") == 0)
+		return config_parse_size(label, value, 1024, &cfg->max_spool_bytes_per_user, err);
+	if (strcmp(key, "max_log_bytes") == 0)
+		return config_parse_size(label, value, 1024, &cfg->max_log_bytes, err);
 	if (strcmp(key, "max_connections_per_user") == 0)
 		return config_parse_int(label, value, 1, 1000000, &cfg->max_connections_per_user,
 		                        err);
@@ -875,6 +884,9 @@ int config_reload(struct config *cfg, char **err)
 	cfg->max_concurrent = fresh->max_concurrent;
 	cfg->max_context_bytes = fresh->max_context_bytes;
 	cfg->max_connections_per_user = fresh->max_connections_per_user;
+	cfg->max_queued_per_user = fresh->max_queued_per_user;
+	cfg->max_spool_bytes_per_user = fresh->max_spool_bytes_per_user;
+	cfg->max_log_bytes = fresh->max_log_bytes;
 	cfg->idle_exit_seconds = fresh->idle_exit_seconds;
 	cfg->event_retention_days = fresh->event_retention_days;
 	cfg->stall_timeout_seconds = fresh->stall_timeout_seconds;

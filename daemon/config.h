@@ -44,6 +44,9 @@ struct config {
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
 	unsigned long long max_context_bytes; /* cap on an archive and on what it unpacks to */
 	int max_connections_per_user; /* root and the admin group are not counted */
+	int max_queued_per_user;
+	unsigned long long max_spool_bytes_per_user;
+	unsigned long long max_log_bytes; /* log text a job keeps; the rest is counted */
 
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */

@@ -8,30 +8,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "job-state.h"
 #include "log.h"
 #include "store.h"
 #include "systemd.h"
 #include "util.h"
 
+struct daemon_counts {
+	int64_t queued, active, succeeded, failed, cancelled;
+};
+
+static void daemon_count_cb(void *arg, const char *state, int64_t n)
+{
+	struct daemon_counts *c = arg;
+	enum job_state s;
+	if (!job_state_parse(state, &s))
+		return;
+	*(s == JOB_QUEUED      ? &c->queued
+	  : s == JOB_SUCCEEDED ? &c->succeeded
+	  : s == JOB_FAILED    ? &c->failed
+	  : s == JOB_CANCELLED ? &c->cancelled
+	                       : &c->active) += n;
+}
+
 void daemon_status_update(struct daemon *d)
 {
-	struct store_counts n;
+	struct daemon_counts n = {0};
 	char *err = NULL;
 	char buf[256];
 
-	if (d->store == NULL || store_job_counts(d->store, &n, &err) < 0) {
+	if (d->store == NULL || store_job_counts(d->store, daemon_count_cb, &n, &err) < 0) {
 		if (err != NULL)
 			log_warnx("status: %s", err);
 		free(err);
 		systemd_notify("STATUS=ready");
 		return;
 	}
-	int64_t active = n.packing + n.uploading + n.building + n.pushing + n.registering +
-	                 n.aliasing + n.cancelling;
 	snprintf(buf, sizeof(buf),
 	         "STATUS=%" PRId64 " queued, %" PRId64 " active, %" PRId64 " succeeded, %" PRId64
 	         " failed, %" PRId64 " cancelled",
-	         n.queued, active, n.succeeded, n.failed, n.cancelled);
+	         n.queued, n.active, n.succeeded, n.failed, n.cancelled);
 	systemd_notify(buf);
 }
 

@@ -1,7 +1,8 @@
 /*
- * The job engine: one state machine for every build, the FIFO scheduler with its
- * concurrency limit, per-job event lists (written to the store in batches and handed
- * to watchers live), and recovery of unfinished jobs when the daemon starts.
+ * The job engine: one state machine for every build (job-state.h), a scheduler that is
+ * fair across users within its concurrency limit, per-job event lists (written to the
+ * store in batches and handed to watchers live), and recovery of unfinished jobs when
+ * the daemon starts.  Its insides are in job.h.
  *
  * A job moves between states only through one function, which writes the new state
  * (and whatever recovery needs: build id, snapshot id, cancel request) to the store
@@ -18,6 +19,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "job-state.h"
 #include "store.h"
 
 struct daemon;
@@ -51,6 +53,7 @@ enum jobs_submit_status {
 	JOBS_SUBMIT_OK = 0,
 	JOBS_SUBMIT_INVALID = 1, /* the archive is refused (error and hint say why) */
 	JOBS_SUBMIT_ERROR = 2,   /* the daemon's own failure: storage, threads */
+	JOBS_SUBMIT_BUSY = 3,    /* the caller's share is used up (queue, spool) */
 };
 /* The outcome of a submit: job (borrowed) when JOBS_SUBMIT_OK, else error and hint. */
 typedef void (*jobs_submit_cb)(void *arg, const struct store_job *job,
@@ -74,6 +77,15 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 
 enum jobs_cancel_result { JOBS_CANCEL_OK = 0, JOBS_CANCEL_FINISHED = 1, JOBS_CANCEL_ERROR = -1 };
 enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err);
+
+/* 1-based place of a queued job in the order the fair scheduler will start them; 0 when
+ * it is not queued. */
+int64_t jobs_queue_position(struct jobs *js, const char *id);
+/* Records as the store lists them (store_job_filter). */
+int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out,
+              size_t *n, char **err);
+/* How many jobs are in each state (indexed by enum job_state), and in all. */
+int jobs_counts(struct jobs *js, int64_t counts[JOB_NSTATES], int64_t *total, char **err);
 
 /* The freshest record of a job (running jobs from memory). 0 ok, 1 none, 2 ambiguous. */
 int jobs_get(struct jobs *js, const char *id_or_prefix, struct store_job **out, char **err);

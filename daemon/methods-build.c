@@ -96,9 +96,9 @@ json_object *methods_job_json(struct daemon *d, const struct store_job *j)
 	json_object_object_add(o, "updated_at", json_time(j->updated_at));
 	json_object_object_add(o, "finished_at", json_time(j->finished_at));
 	json_object_object_add(o, "last_seq", json_object_new_int64(j->last_seq));
-	if (strcmp(j->state, "queued") == 0) {
-		int64_t pos = 0;
-		if (store_queue_position(d->store, j->id, &pos, NULL) == 0 && pos > 0)
+	if (strcmp(j->state, job_state_name(JOB_QUEUED)) == 0 && d->jobs != NULL) {
+		int64_t pos = jobs_queue_position(d->jobs, j->id);
+		if (pos > 0)
 			json_object_object_add(o, "queue_position", json_object_new_int64(pos));
 	}
 	return o;
@@ -184,7 +184,7 @@ static int lookup_own_prefix(struct daemon *d, const struct rpc_peer *peer, cons
 	size_t n = 0, len = strlen(prefix);
 	const char *match = NULL;
 	int rc = 1;
-	if (store_job_list(d->store, &f, &jobs, &n, err) != 0)
+	if (jobs_list(d->jobs, &f, &jobs, &n, err) != 0)
 		return -1;
 	for (size_t i = 0; i < n && rc != 2; i++) {
 		if (strncmp(jobs[i]->id, prefix, len) == 0) {
@@ -336,7 +336,9 @@ static void submit_done_cb(void *arg, const struct store_job *job, enum jobs_sub
 		rpc_reply(s->call, methods_job_json(rpc_call_daemon(s->call), job));
 	else
 		rpc_reply_error_hint(s->call,
-		                     status == JOBS_SUBMIT_INVALID ? SB_ERR_CONTEXT : SB_ERR_STORAGE,
+		                     status == JOBS_SUBMIT_INVALID ? SB_ERR_CONTEXT
+		                     : status == JOBS_SUBMIT_BUSY  ? SB_ERR_BUSY
+		                                                   : SB_ERR_STORAGE,
 		                     error, hint);
 	free(s);
 }
@@ -477,13 +479,8 @@ static void build_get(struct rpc_call *call, json_object *params)
 
 static bool state_known(const char *s)
 {
-	static const char *const states[] = {"packing",   "queued",      "uploading", "building",
-	                                     "pushing",   "registering", "aliasing",  "cancelling",
-	                                     "succeeded", "failed",      "cancelled", NULL};
-	for (size_t i = 0; states[i]; i++)
-		if (strcmp(states[i], s) == 0)
-			return true;
-	return false;
+	enum job_state st;
+	return job_state_parse(s, &st);
 }
 
 static void build_list(struct rpc_call *call, json_object *params)
@@ -551,7 +548,7 @@ static void build_list(struct rpc_call *call, json_object *params)
 	struct store_job **jobs = NULL;
 	size_t n = 0;
 	char *err = NULL;
-	if (store_job_list(d->store, &f, &jobs, &n, &err) != 0) {
+	if (jobs_list(d->jobs, &f, &jobs, &n, &err) != 0) {
 		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
 		free(err);
 		return;

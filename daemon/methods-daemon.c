@@ -14,32 +14,20 @@
 #include "methods.h"
 #include "protocol.h"
 #include "server.h"
-#include "store.h"
 
 static json_object *methods_daemon_queue(struct daemon *d, char **err)
 {
-	struct store_counts n;
-	json_object *q;
+	int64_t n[JOB_NSTATES], total;
 
-	if (d->store == NULL)
+	if (d->jobs == NULL)
 		return json_object_new_object();
-	if (store_job_counts(d->store, &n, err) < 0)
+	if (jobs_counts(d->jobs, n, &total, err) < 0)
 		return NULL;
-	q = json_object_new_object();
-#define COUNT(field) json_object_object_add(q, #field, json_object_new_int64(n.field))
-	COUNT(packing);
-	COUNT(queued);
-	COUNT(uploading);
-	COUNT(building);
-	COUNT(pushing);
-	COUNT(registering);
-	COUNT(aliasing);
-	COUNT(cancelling);
-	COUNT(succeeded);
-	COUNT(failed);
-	COUNT(cancelled);
-	COUNT(total);
-#undef COUNT
+	json_object *q = json_object_new_object();
+	for (int s = 0; s < JOB_NSTATES; s++)
+		json_object_object_add(q, job_state_name((enum job_state)s),
+		                       json_object_new_int64(n[s]));
+	json_object_object_add(q, "total", json_object_new_int64(total));
 	return q;
 }
 

@@ -137,7 +137,8 @@ enum store_stmt_id {
 	ST_JOB_LIST,
 	ST_JOBS_UNFINISHED,
 	ST_JOB_COUNTS,
-	ST_QUEUE_POSITION,
+	ST_SPOOL_BYTES_OF_UID,
+	ST_JOB_LOG_BYTES,
 	ST_JOB_DELETE,
 	ST_EVENT_INSERT,
 	ST_JOB_RAISE_SEQ,
@@ -175,10 +176,13 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_JOBS_UNFINISHED] = "SELECT " JOB_COLS " FROM jobs WHERE state NOT IN " TERMINAL_STATES
                            " ORDER BY created_at, id",
     [ST_JOB_COUNTS] = "SELECT state, count(*) FROM jobs GROUP BY state",
-    [ST_QUEUE_POSITION] = "SELECT (SELECT count(*) FROM jobs q WHERE q.state = 'queued'"
-                          "        AND (q.created_at < j.created_at OR (q.created_at = "
-                          "j.created_at AND q.id <= j.id)))"
-                          " FROM jobs j WHERE j.id = ?1 AND j.state = 'queued'",
+    /* The archives a user's jobs hold in the spool, each digest once. */
+    [ST_SPOOL_BYTES_OF_UID] = "SELECT coalesce(sum(size), 0) FROM (SELECT DISTINCT spool_digest,"
+                              " spool_size AS size FROM jobs WHERE uid = CAST(?1 AS INTEGER)"
+                              " AND spool_digest IS NOT NULL)",
+    [ST_JOB_LOG_BYTES] = "SELECT coalesce(sum(length(CAST(text AS BLOB)) +"
+                         " coalesce(length(CAST(data_json AS BLOB)), 0)), 0)"
+                         " FROM events WHERE job_id = ?1 AND kind != 'state'",
     [ST_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?1",
     [ST_EVENT_INSERT] = "INSERT INTO events (job_id, seq, time, kind, step, text, data_json)"
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -753,63 +757,52 @@ int store_jobs_unfinished(struct store *s, struct store_job ***out, size_t *n, c
 	return st == NULL ? -1 : store_job_rows(s, st, "listing unfinished jobs", out, n, err);
 }
 
-int store_job_counts(struct store *s, struct store_counts *out, char **err)
+int store_job_counts(struct store *s, void (*cb)(void *arg, const char *state, int64_t n),
+                     void *arg, char **err)
 {
-	static const struct {
-		const char *state;
-		size_t off;
-	} fields[] = {
-	    {"packing", offsetof(struct store_counts, packing)},
-	    {"queued", offsetof(struct store_counts, queued)},
-	    {"uploading", offsetof(struct store_counts, uploading)},
-	    {"building", offsetof(struct store_counts, building)},
-	    {"pushing", offsetof(struct store_counts, pushing)},
-	    {"registering", offsetof(struct store_counts, registering)},
-	    {"aliasing", offsetof(struct store_counts, aliasing)},
-	    {"cancelling", offsetof(struct store_counts, cancelling)},
-	    {"succeeded", offsetof(struct store_counts, succeeded)},
-	    {"failed", offsetof(struct store_counts, failed)},
-	    {"cancelled", offsetof(struct store_counts, cancelled)},
-	};
 	sqlite3_stmt *st = store_stmt(s, ST_JOB_COUNTS, err);
 	int rc;
 
-	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return -1;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *state = (const char *)sqlite3_column_text(st, 0);
-		int64_t count = sqlite3_column_int64(st, 1);
-
-		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-			if (strcmp(state, fields[i].state) == 0)
-				*(int64_t *)((char *)out + fields[i].off) = count;
-		out->total += count;
-	}
-	if (rc != SQLITE_DONE) {
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		cb(arg, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1));
+	if (rc != SQLITE_DONE)
 		store_db_err(s, "counting jobs", err);
-		memset(out, 0, sizeof(*out));
-	}
 	store_stmt_done(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
-int store_queue_position(struct store *s, const char *id, int64_t *pos, char **err)
+/* One number from a statement with one text parameter. */
+static int store_scalar(struct store *s, enum store_stmt_id id, const char *param, int64_t *out,
+                        const char *what, char **err)
 {
-	sqlite3_stmt *st = store_stmt(s, ST_QUEUE_POSITION, err);
+	sqlite3_stmt *st = store_stmt(s, id, err);
 	int rc;
 
-	*pos = 0;
+	*out = 0;
 	if (st == NULL)
 		return -1;
-	store_bind_text(st, 1, id);
+	store_bind_text(st, 1, param);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		*pos = sqlite3_column_int64(st, 0);
+		*out = sqlite3_column_int64(st, 0);
 	else if (rc != SQLITE_DONE)
-		store_db_err(s, "finding a queue position", err);
+		store_db_err(s, what, err);
 	store_stmt_done(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+int store_spool_bytes_of_uid(struct store *s, int64_t uid, int64_t *bytes, char **err)
+{
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%lld", (long long)uid);
+	return store_scalar(s, ST_SPOOL_BYTES_OF_UID, buf, bytes, "adding up a user's spool", err);
+}
+
+int store_job_log_bytes(struct store *s, const char *id, int64_t *bytes, char **err)
+{
+	return store_scalar(s, ST_JOB_LOG_BYTES, id, bytes, "measuring a job's log", err);
 }
 
 int store_job_delete(struct store *s, const char *id, char **err)

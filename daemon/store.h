@@ -19,10 +19,6 @@
 
 struct store;
 
-struct store_counts {
-	int64_t packing, queued, uploading, building, pushing, registering, aliasing, cancelling,
-	    succeeded, failed, cancelled, total;
-};
 
 struct store_job {
 	char id[37];           /* UUID */
@@ -97,9 +93,13 @@ int store_job_list(struct store *s, const struct store_job_filter *f, struct sto
                    size_t *n, char **err);
 /* Non-terminal jobs, oldest first: for recovery and the scheduler. */
 int store_jobs_unfinished(struct store *s, struct store_job ***out, size_t *n, char **err);
-int store_job_counts(struct store *s, struct store_counts *out, char **err);
-/* 1-based among queued jobs in FIFO order (created_at, id); 0 if not queued or absent. */
-int store_queue_position(struct store *s, const char *id, int64_t *pos, char **err);
+/* cb once per state that has jobs, with how many. */
+int store_job_counts(struct store *s, void (*cb)(void *arg, const char *state, int64_t n),
+                     void *arg, char **err);
+/* The bytes of the distinct spool archives the jobs of uid refer to. */
+int store_spool_bytes_of_uid(struct store *s, int64_t uid, int64_t *bytes, char **err);
+/* The bytes of a job's stored log events (text and data). */
+int store_job_log_bytes(struct store *s, const char *id, int64_t *bytes, char **err);
 /* Deletes the job and its events; deleting an absent job is not an error. */
 int store_job_delete(struct store *s, const char *id, char **err);
 /* Events with seq > after_seq, ascending; limit 0 = all. */
