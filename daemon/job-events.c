@@ -1,6 +1,8 @@
 /*
  * A job's events: appended in memory, handed to watchers as they happen, written to
  * the store in batches (one transaction per batch, or with the next state change).
+ * A write that fails marks the job failing (storage_error, and its fail_ev, which the
+ * lifecycle ends it from).
  * Two bounds keep the database from growing with what a build prints: a job keeps at
  * most MAX_EVENTS_PER_JOB events, and at most max_log_bytes of log text; past the
  * latter, lines are counted and one marker says so (as BuildKit clips its output).
@@ -40,20 +42,6 @@ static void job_drop_pending(struct job *j)
 	j->npending = 0;
 }
 
-static void job_storage_fail_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	struct job *j = arg;
-	if (j->dead)
-		return;
-	char *msg = xasprintf("storage error: %s", j->storage_error);
-	job_finish(j, JOB_FAILED, msg,
-	           "free space where the daemon keeps its state (snapbuild daemon info shows "
-	           "state_dir), then retry the job");
-	free(msg);
-}
-
 /*
  * When the write fails (disk full, I/O error) the events are dropped, so memory stays
  * bounded, and the job is failed from its own event soon after: nothing retries the
@@ -91,7 +79,6 @@ void job_events_init(struct job *j)
 {
 	TAILQ_INIT(&j->watches);
 	j->flush_ev = evtimer_new(j->js->d->base, job_flush_cb, j);
-	j->fail_ev = event_new(j->js->d->base, -1, 0, job_storage_fail_cb, j);
 }
 
 void job_events_free(struct job *j)
@@ -99,7 +86,6 @@ void job_events_free(struct job *j)
 	job_drop_pending(j);
 	free(j->pending);
 	event_free(j->flush_ev);
-	event_free(j->fail_ev);
 	struct job_watch *w;
 	while ((w = TAILQ_FIRST(&j->watches))) {
 		TAILQ_REMOVE(&j->watches, w, entry);
@@ -248,34 +234,8 @@ void job_end_watches(struct job *j)
 	}
 }
 
-/* --- the public side (jobs.h) ------------------------------------------------------- */
-
-static struct job *job_events_find(struct jobs *js, const char *id)
+struct job_watch *job_watch_add(struct job *j, const struct job_watch_cbs *cbs, void *arg)
 {
-	struct job *j;
-	TAILQ_FOREACH(j, &js->active, entry)
-	{
-		if (strcmp(j->rec->id, id) == 0)
-			return j;
-	}
-	return NULL;
-}
-
-int jobs_events_after(struct jobs *js, const char *id, int64_t after_seq, int limit,
-                      struct store_event **out, size_t *n, char **err)
-{
-	struct job *j = job_events_find(js, id);
-	if (j && j->npending)
-		job_flush(j, NULL);
-	return store_events_after(js->d->store, id, after_seq, limit, out, n, err);
-}
-
-struct job_watch *jobs_watch(struct jobs *js, const char *id, const struct job_watch_cbs *cbs,
-                             void *arg)
-{
-	struct job *j = job_events_find(js, id);
-	if (j == NULL)
-		return NULL;
 	struct job_watch *w = xcalloc(1, sizeof(*w));
 	w->job = j;
 	w->cbs = *cbs;
@@ -284,10 +244,8 @@ struct job_watch *jobs_watch(struct jobs *js, const char *id, const struct job_w
 	return w;
 }
 
-void jobs_unwatch(struct job_watch *w)
+void job_watch_remove(struct job_watch *w)
 {
-	if (w == NULL)
-		return;
 	if (w->job->emitting) {
 		w->gone = true;
 		return;

@@ -1,8 +1,10 @@
 /*
- * Inside the job engine: what jobs.c (lifecycle, scheduler, public API, recovery),
- * job-events.c (events and watchers), job-remote.c and job-local.c (the backends),
- * job-register.c (registration and aliasing) and spool.c share.  Nothing outside
- * these files includes it: the rest of the daemon sees jobs.h.
+ * Inside the job engine: what jobs.c (scheduler, public API, recovery), job-life.c
+ * (a job's lifecycle), job-events.c (events and watchers), job-remote.c and
+ * job-local.c (the backends), job-register.c (registration and aliasing) and spool.c
+ * share.  Nothing outside these files includes it: the rest of the daemon sees jobs.h.
+ * The layers run one way: jobs.c → backends and job-register.c → job-life.c →
+ * job-events.c; backends are reached through struct job_backend only.
  *
  * Rules of the house:
  *   - job_set_state() is the one way a job moves: it checks the move against the table
@@ -25,10 +27,13 @@
 
 #include "engine.h"
 #include "job-state.h"
-#include "jobs.h"
+#include "job-watch.h"
+#include "store.h"
 
 struct api_error;
 struct api_op;
+struct daemon;
+struct jobs_intake;
 struct event;
 struct localbuild;
 
@@ -115,7 +120,14 @@ struct jobs {
 	bool stopping;
 };
 
-/* --- jobs.c: lifecycle ---------------------------------------------------------------- */
+/* --- job-life.c: lifecycle ------------------------------------------------------------ */
+
+/* A job loaded from rec (taken) in state; its backend is chosen here, once. */
+struct job *job_new(struct jobs *js, struct store_job *rec, enum job_state state);
+/* Stops the backend and the timer (the job stays where it is). */
+void job_stop(struct job *j);
+/* Frees every finished job (the collector, from the loop). */
+void job_collect(struct jobs *js);
 
 /* See the rules above.  true: written, go on; false: the job is failing. */
 bool job_set_state(struct job *j, enum job_state to);
@@ -138,10 +150,14 @@ void job_log(struct job *j, const char *step, const char *fmt, ...)
 void job_warn(struct job *j, const char *step, const char *text);
 /* Writes the record with the pending events; -1 (and the job marked failing) on error. */
 int job_flush(struct job *j, char **err);
+/* Events are set up with the job; fail_ev is the lifecycle's, made before. */
 void job_events_init(struct job *j);
 void job_events_free(struct job *j);
 /* Tells every watcher the job has ended and lets go of them. */
 void job_end_watches(struct job *j);
+/* The watch list's side of jobs_watch / jobs_unwatch (jobs.h). */
+struct job_watch *job_watch_add(struct job *j, const struct job_watch_cbs *cbs, void *arg);
+void job_watch_remove(struct job_watch *w);
 /* A line from a builder or an engine as it may be stored: NUL bytes become U+2400. */
 char *job_line_text(const char *text, size_t len);
 

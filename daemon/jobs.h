@@ -20,6 +20,7 @@
 #include <sys/types.h>
 
 #include "job-state.h"
+#include "job-watch.h"
 #include "store.h"
 
 struct daemon;
@@ -94,12 +95,6 @@ int jobs_get(struct jobs *js, const char *id_or_prefix, struct store_job **out, 
 int jobs_events_after(struct jobs *js, const char *id, int64_t after_seq, int limit,
                       struct store_event **out, size_t *n, char **err);
 
-struct job_watch_cbs {
-	/* A new event, in seq order, as it happens. */
-	void (*on_event)(void *arg, const char *job_id, const struct store_event *ev);
-	/* The job reached a terminal state; the watch is gone after this returns. */
-	void (*on_end)(void *arg, const struct store_job *job);
-};
 /* NULL when the job is not running (already terminal or unknown). */
 struct job_watch *jobs_watch(struct jobs *js, const char *id, const struct job_watch_cbs *cbs,
                              void *arg);
