@@ -60,7 +60,8 @@ CONFIG_KEYS = [
     "api_key_file", "base_url", "builder_url", "local_build", "remote_architecture",
     "max_concurrent", "local_engine", "socket_mode", "socket_group", "admin_group",
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
-    "local_engine_args", "local_isolation", "stall_timeout_seconds",
+    "local_engine_args", "local_isolation", "stall_timeout_seconds", "ca_file", "proxy",
+    "no_proxy",
 ]
 
 WORK = None  # temporary directory of this run
