@@ -222,8 +222,8 @@ static int config_parse_url(const char *label, const char *value, bool strip_v1,
  */
 static int config_parse_proxy(const char *label, const char *value, char **slot, char **err)
 {
-	static const char *const schemes[] = {"http://",   "https://",  "socks4://",
-	                                      "socks4a://", "socks5://", "socks5h://", NULL};
+	static const char *const schemes[] = {"http://",   "https://",   "socks4://", "socks4a://",
+	                                      "socks5://", "socks5h://", NULL};
 	const char *host = NULL;
 	char *url;
 
@@ -237,9 +237,10 @@ static int config_parse_proxy(const char *label, const char *value, char **slot,
 			host = url + strlen(schemes[i]);
 	if (host == NULL || *host == '\0' || *host == '/' || *host == ':' ||
 	    strpbrk(url, " \t\r\n") != NULL) {
-		*err = xasprintf("invalid %s: expected a proxy URL such as http://proxy.example:3128 "
-		                 "(http, https, socks4, socks4a, socks5 or socks5h)",
-		                 label);
+		*err =
+		    xasprintf("invalid %s: expected a proxy URL such as http://proxy.example:3128 "
+		              "(http, https, socks4, socks4a, socks5 or socks5h)",
+		              label);
 		free(url);
 		return -1;
 	}

@@ -42,8 +42,8 @@ struct config {
 	int stall_timeout_seconds; /* a silent build log stream is reconnected after this */
 	char *local_engine_args;   /* global options for the local engine, space-separated */
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
-	char *ca_file;  /* PEM certificates trusted on top of the system store; NULL = none */
-	char *proxy;    /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
+	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
+	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
 	char *no_proxy; /* hosts reached without the proxy; NULL = no_proxy from the environment */
 
 	/* Bookkeeping while layers are applied. */

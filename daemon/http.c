@@ -267,8 +267,10 @@ static struct http_origin *http_origin_find(struct http *h, const char *key)
 	struct http_origin *o;
 
 	LIST_FOREACH(o, &h->origins, entry)
+	{
 		if (strcmp(o->key, key) == 0)
 			return o;
+	}
 	return NULL;
 }
 
@@ -349,13 +351,11 @@ static enum http_failure http_classify(struct http_xfer *x, CURLcode result, cha
 	enum http_failure f;
 
 	switch (result) {
-	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
-		if (result == CURLE_SSL_CACERT_BADFILE) {
-			snprintf(out, outlen, "cannot load the CA certificates to verify %s: %s",
-			         x->host_port, detail);
-			return HTTP_FAILURE_TLS;
-		}
+		snprintf(out, outlen, "cannot load the CA certificates to verify %s: %s",
+		         x->host_port, detail);
+		return HTTP_FAILURE_TLS;
+	case CURLE_PEER_FAILED_VERIFICATION:
 		curl_easy_getinfo(x->easy, CURLINFO_SSL_VERIFYRESULT, &verify);
 		f = http_tls_verdict(verify, detail, &what);
 		snprintf(out, outlen, "cannot verify the TLS certificate of %s%s%s%s: %s (%s)",
@@ -717,7 +717,8 @@ bool http_no_proxy_match(const char *no_proxy, const char *host)
 			tlen = strlen(t);
 			while (tlen > 0 && t[tlen - 1] == '.')
 				tlen--;
-			if (tlen > 0 && tlen <= hlen && strncasecmp(host + hlen - tlen, t, tlen) == 0 &&
+			if (tlen > 0 && tlen <= hlen &&
+			    strncasecmp(host + hlen - tlen, t, tlen) == 0 &&
 			    (tlen == hlen || host[hlen - tlen - 1] == '.'))
 				match = true;
 		}
@@ -756,11 +757,12 @@ static const char *http_proxy_for(const struct http *h, const char *scheme, cons
 		/* http_proxy only in lower case: HTTP_PROXY can be set by a CGI request */
 		if (strcmp(scheme, "https") == 0)
 			proxy = http_env("https_proxy") ? http_env("https_proxy")
-			                                 : http_env("HTTPS_PROXY");
+			                                : http_env("HTTPS_PROXY");
 		else
 			proxy = http_env("http_proxy");
 		if (proxy == NULL)
-			proxy = http_env("all_proxy") ? http_env("all_proxy") : http_env("ALL_PROXY");
+			proxy =
+			    http_env("all_proxy") ? http_env("all_proxy") : http_env("ALL_PROXY");
 	}
 	if (no_proxy == NULL)
 		no_proxy = http_env("no_proxy") ? http_env("no_proxy") : http_env("NO_PROXY");

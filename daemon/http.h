@@ -71,12 +71,12 @@ struct http_request {
 /* Which part of the exchange failed, when one did. */
 enum http_failure {
 	HTTP_FAILURE_NONE,
-	HTTP_FAILURE_OTHER,          /* connection, timeout, reset, too large, ... */
-	HTTP_FAILURE_TLS_UNTRUSTED,  /* a certificate from an authority not trusted */
-	HTTP_FAILURE_TLS_EXPIRED,    /* a certificate out of its validity period */
-	HTTP_FAILURE_TLS_NAME,       /* a certificate for another host name */
-	HTTP_FAILURE_TLS,            /* any other TLS failure (handshake, CA file) */
-	HTTP_FAILURE_PROXY,          /* the proxy cannot be reached or refused the tunnel */
+	HTTP_FAILURE_OTHER,         /* connection, timeout, reset, too large, ... */
+	HTTP_FAILURE_TLS_UNTRUSTED, /* a certificate from an authority not trusted */
+	HTTP_FAILURE_TLS_EXPIRED,   /* a certificate out of its validity period */
+	HTTP_FAILURE_TLS_NAME,      /* a certificate for another host name */
+	HTTP_FAILURE_TLS,           /* any other TLS failure (handshake, CA file) */
+	HTTP_FAILURE_PROXY,         /* the proxy cannot be reached or refused the tunnel */
 };
 
 /* How requests reach the server.  Strings are copied. */
@@ -97,11 +97,11 @@ struct http_response {
 	const char *error;
 	const char *body; /* NUL-terminated; "" when streamed or empty */
 	size_t body_len;
-	const char *retry_after;  /* header value, or NULL */
-	const char *content_type; /* header value, or NULL */
+	const char *retry_after;   /* header value, or NULL */
+	const char *content_type;  /* header value, or NULL */
 	enum http_failure failure; /* NONE exactly when error is NULL */
-	const char *proxy;         /* the proxy the request went through (no credentials), or NULL */
-	int http_version;          /* 1 or 2 once a response started, else 0 */
+	const char *proxy; /* the proxy the request went through (no credentials), or NULL */
+	int http_version;  /* 1 or 2 once a response started, else 0 */
 };
 
 typedef void (*http_done_cb)(void *arg, const struct http_response *resp);

@@ -450,14 +450,14 @@ static void test_ca_file_and_proxy(void **state)
 	                                 "-----END CERTIFICATE-----\n");
 	char *junk = write_file("junk.pem", "not a certificate\n");
 	char *file, *text;
-	char *argv[] = {"snapbuildd", "--proxy", "proxy.corp:3128", "--no-proxy", ".corp,10.0.0.0/8",
-	                NULL};
+	char *argv[] = {"snapbuildd", "--proxy",          "proxy.corp:3128",
+	                "--no-proxy", ".corp,10.0.0.0/8", NULL};
 	struct config *cfg = config_new_defaults(no_env);
 	char *err = NULL;
 	(void)state;
 
-	assert_true(asprintf(&text, "ca_file = %s\nproxy = http://user:pw@proxy.example:8080\n",
-	                     pem) > 0);
+	assert_true(
+	    asprintf(&text, "ca_file = %s\nproxy = http://user:pw@proxy.example:8080\n", pem) > 0);
 	file = write_file("tls.conf", text);
 	free(text);
 	assert_int_equal(config_read_file(cfg, file, true, &err), 0);
