@@ -93,8 +93,13 @@ class TLSTest(unittest.TestCase):
     # --- HTTPS, HTTP/2 ---
 
     def test_full_build_over_https_http2_with_ca_file(self):
+        # Big enough for HTTP/2 flow control to pace the upload through nginx.
+        big = os.urandom(3 << 20)
+        write_tree(self.ctx, {"data/blob.bin": big})
         d = self.daemon("ca_file = %s\n" % self.ca.pem)
         job, _ = self.assert_full_build(d)
+        files = {f["path"]: f for f in self.sim.build(job["build_id"])["files"]}
+        self.assertEqual(files["./data/blob.bin"]["size"], len(big))
         reqs = self.requests()
         self.assertTrue(reqs)
         self.assertEqual({r[1] for r in reqs}, {"HTTP/2.0"}, reqs)
