@@ -182,6 +182,14 @@ static void main_http_options(struct daemon *d)
 
 	http_set_options(d->http, &o);
 	api_set_config_file(d->api, d->config->config_file);
+	if (o.ca_file)
+		log_info("trusting the CA certificates in %s as well as the system's", o.ca_file);
+	if (o.proxy) {
+		char *shown = http_proxy_display(o.proxy);
+		log_info("proxy %s%s%s", shown, o.no_proxy ? ", except for " : "",
+		         o.no_proxy ? o.no_proxy : "");
+		free(shown);
+	}
 }
 
 /* The Together APIs over libcurl on the loop, and the job engine (which recovers
