@@ -6,6 +6,7 @@ nginx's access log says which protocol each request used and on which connection
 the tests check HTTP/2 and connection reuse from the server's side.
 """
 import os
+import signal
 import subprocess
 import tempfile
 import unittest
@@ -124,6 +125,15 @@ class TLSTest(unittest.TestCase):
         self.assertIn("ca_file", job["hint"])
         self.assertIn(d.config_path, job["hint"])
         self.assertNotIn("check the network", job["hint"])
+
+    def test_ca_file_takes_effect_on_reload(self):
+        d = self.daemon()
+        self.assertEqual(wait_job(d, submit_ok(d, self.ctx)["id"])["state"], "failed")
+        with open(d.config_path, "a") as f:
+            f.write("ca_file = %s\n" % self.ca.pem)
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in d.log(), 30, "the reload")
+        self.assert_full_build(d)
 
     def test_certificate_for_another_name(self):
         d = self.daemon("ca_file = %s\n" % self.ca.pem, base_url=self.nginx.url(1))
