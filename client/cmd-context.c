@@ -2,7 +2,8 @@
  * snapbuild context DIR: what a build of DIR would send — counts and bytes, the
  * largest files, what .dockerignore excluded, warnings — without uploading.
  * --files lists every file; --save FILE writes the exact archive that would be
- * uploaded (the daemon packs it and copies it into FILE, opened here).
+ * uploaded.  All of it happens here, with the caller's rights: the daemon is not
+ * asked (it never reads a user's files).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -10,11 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "packctx.h"
 #include "util.h"
 
 static int cmd_context_exec(struct cmd_ctx *ctx);
@@ -33,25 +36,28 @@ static void print_file(json_object *f)
 	free(b);
 }
 
-static int save_archive(struct cmd_ctx *ctx, struct sb_client *c, const char *sha, const char *path)
+/* A temporary file next to path, renamed over it once the archive is complete. */
+static int open_save(const char *path, char **tmp)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	*tmp = xasprintf("%s.tmp-XXXXXX", path);
+	int fd = mkostemp(*tmp, O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "snapbuild: cannot write %s: %s\n", path, strerror(errno));
-		return 1;
+		free(*tmp);
+		*tmp = NULL;
+		return -1;
 	}
-	json_object *params = json_object_new_object();
-	json_object_object_add(params, "sha256", json_object_new_string(sha));
-	json_object *res = NULL;
-	int rc = cmd_call_notify(ctx, c, "context.save", params, fd, NULL, NULL, &res);
-	close(fd);
-	if (rc == 0 && !ctx->json) {
-		char *b = output_bytes((uint64_t)json_int(res, "bytes"));
-		printf("wrote %s (%s, sha256 %s)\n", path, b, sha);
-		free(b);
+	mode_t mask = umask(0);
+	umask(mask);
+	if (fchmod(fd, 0644 & ~mask) != 0) {
+		fprintf(stderr, "snapbuild: cannot write %s: %s\n", path, strerror(errno));
+		close(fd);
+		unlink(*tmp);
+		free(*tmp);
+		*tmp = NULL;
+		return -1;
 	}
-	json_object_put(res);
-	return rc;
+	return fd;
 }
 
 static int cmd_context_exec(struct cmd_ctx *ctx)
@@ -64,58 +70,61 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	json_object *params = json_object_new_object();
-	const char *save = NULL;
+	const char *save = NULL, *dockerfile = NULL;
 	bool files = false;
-	int opt;
+	int opt, rc = 1, out_fd = -1;
+	char *tmp = NULL, *err = NULL;
 	optind = 0;
 	while ((opt = getopt_long(ctx->argc, ctx->argv, "f:s:o:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
-			json_object_object_add(params, "dockerfile",
-			                       json_object_new_string(optarg));
+			dockerfile = optarg;
 			break;
 		case 'l':
 			files = true;
-			json_object_object_add(params, "list_files", json_object_new_boolean(1));
 			break;
 		case 's':
 			save = optarg;
-			json_object_object_add(params, "save", json_object_new_boolean(1));
 			break;
 		case 'o':
-			if (cmd_set_output(ctx, &cmd_context_entry, optarg) != CMD_EXIT_OK) {
-				json_object_put(params);
+			if (cmd_set_output(ctx, &cmd_context_entry, optarg) != CMD_EXIT_OK)
 				return CMD_EXIT_USAGE;
-			}
 			break;
 		case 'h':
 			cmd_print_usage(&cmd_context_entry, stdout);
-			json_object_put(params);
 			return 0;
 		default:
-			json_object_put(params);
 			return cmd_usage_error(&cmd_context_entry, "unknown option");
 		}
 	}
-	if (optind != ctx->argc - 1) {
-		json_object_put(params);
+	if (optind != ctx->argc - 1)
 		return cmd_usage_error(&cmd_context_entry, "give exactly one directory");
-	}
 	const char *dir = ctx->argv[optind];
-	int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0) {
-		fprintf(stderr, "snapbuild: cannot open context directory %s: %s\n", dir,
-		        strerror(errno));
-		json_object_put(params);
+	if (save && (out_fd = open_save(save, &tmp)) < 0)
 		return 1;
-	}
-	struct sb_client *c = cmd_connect(ctx);
-	json_object *res = NULL;
-	int rc = cmd_call_notify(ctx, c, "context.inspect", params, dirfd, NULL, NULL, &res);
-	close(dirfd);
-	if (rc != 0)
+	struct packctx p;
+	struct packctx_options po = {
+	    .dir = dir,
+	    .dockerfile = dockerfile,
+	    .list_files = files,
+	    .inspect_only = save == NULL,
+	    .out_fd = out_fd,
+	    .cancel = (volatile int *)&cmd_interrupted,
+	};
+	if (packctx_run(&po, &p, &err) != 0) {
+		fprintf(stderr, "snapbuild: %s\n", err);
+		if (cmd_interrupted)
+			rc = CMD_EXIT_INTERRUPTED;
 		goto out;
+	}
+	if (save && (fsync(out_fd) != 0 || rename(tmp, save) != 0)) {
+		fprintf(stderr, "snapbuild: cannot write %s: %s\n", save, strerror(errno));
+		packctx_clear(&p);
+		goto out;
+	}
+	free(tmp);
+	tmp = NULL;
+	json_object *res = packctx_json(&p, files);
 	if (ctx->json) {
 		cmd_print_json(res);
 	} else {
@@ -145,14 +154,21 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			for (size_t i = 0; i < json_object_array_length(arr); i++)
 				print_file(json_object_array_get_idx(arr, i));
 		}
+		if (save) {
+			char *b = output_bytes(p.result.archive_size);
+			printf("wrote %s (%s, sha256 %s)\n", save, b, p.result.sha256);
+			free(b);
+		}
 	}
-	if (save) {
-		json_object *a = NULL;
-		json_object_object_get_ex(res, "archive", &a);
-		rc = save_archive(ctx, c, json_str(a, "sha256"), save);
-	}
-out:
 	json_object_put(res);
-	sb_client_close(c);
+	packctx_clear(&p);
+	rc = 0;
+out:
+	if (tmp)
+		unlink(tmp);
+	free(tmp);
+	free(err);
+	if (out_fd >= 0)
+		close(out_fd);
 	return rc;
 }

@@ -1,8 +1,9 @@
 /*
  * snapbuild create: submit a context (or an image) and follow the build to its
  * snapshot.  The flags are those of `together-sandbox snapshots create` plus the
- * daemon's own.  The context directory travels to the daemon as an open file
- * descriptor, so the daemon reads exactly what this user may read.
+ * daemon's own.  The context is packed here, with this user's rights (.dockerignore
+ * applied), into an unlinked temporary file that travels to the daemon as a file
+ * descriptor with its size and digest: the daemon never reads the user's files.
  *
  * On a terminal the build is shown live and ends with "✔ Snapshot created: <id>";
  * otherwise (or with --ci) log lines go to stderr and only the snapshot id to
@@ -21,6 +22,8 @@
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "packctx.h"
+#include "sanitize.h"
 #include "util.h"
 
 /* K=V into obj; false on a malformed pair. */
@@ -57,35 +60,93 @@ static int cancel_job(struct cmd_ctx *ctx, const char *id)
 	return 130;
 }
 
-/* Prints the outcome; the exit status follows the job's final state. */
+/* Prints the outcome; the exit status follows the job's final state.  Ids and the alias
+ * are one-line fields, the error and hint messages: all sanitised (sanitize.h). */
 static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 {
 	const char *state = json_str(job, "state");
+	unsigned flags = output_text_flags(stderr);
 	if (ctx->json) {
 		cmd_print_json(job);
 	} else if (strcmp(state, "succeeded") == 0) {
 		const char *alias = json_str(job, "alias");
 		if (live) {
 			bool color = output_color(stdout);
-			printf("%s✔%s Snapshot created: %s", color ? "\033[32m" : "",
-			       color ? "\033[0m" : "", json_str(job, "snapshot_id"));
+			printf("%s✔%s Snapshot created: ", color ? "\033[32m" : "",
+			       color ? "\033[0m" : "");
+			sanitize_fputs(json_str(job, "snapshot_id"), SANITIZE_FIELD, stdout);
 			if (*alias)
-				printf(" (%s)", alias);
+				sanitize_printf(stdout, SANITIZE_FIELD, " (%s)", alias);
 			printf("\n");
 		} else {
-			printf("%s\n", json_str(job, "snapshot_id"));
+			sanitize_fputs(json_str(job, "snapshot_id"), SANITIZE_FIELD, stdout);
+			printf("\n");
 		}
 	}
 	if (strcmp(state, "succeeded") == 0)
 		return 0;
 	if (strcmp(state, "failed") == 0) {
-		fprintf(stderr, "✖ Build failed: %s\n", json_str(job, "error"));
+		sanitize_printf(stderr, flags, "✖ Build failed: %s\n", json_str(job, "error"));
 		if (*json_str(job, "hint"))
-			fprintf(stderr, "  hint: %s\n", json_str(job, "hint"));
+			sanitize_printf(stderr, flags, "  hint: %s\n", json_str(job, "hint"));
 	} else {
-		fprintf(stderr, "job %s ended %s\n", json_str(job, "id"), state);
+		sanitize_printf(stderr, SANITIZE_FIELD, "job %s ended %s", json_str(job, "id"),
+		                state);
+		fputc('\n', stderr);
 	}
 	return 1;
+}
+
+/* On a terminal: one line redrawn while the context is packed. */
+static void pack_progress_cb(void *arg, uint64_t files, uint64_t bytes)
+{
+	const char *dir = arg;
+	char *b = output_bytes(bytes);
+	fprintf(stderr, "\r\033[Kpacking %s: %llu files, %s", dir, (unsigned long long)files, b);
+	fflush(stderr);
+	free(b);
+}
+
+/* Packs dir into p, printing warnings (and progress on a terminal); 0, or the exit code. */
+static int pack_context(const char *dir, const char *dockerfile, bool live, struct packctx *p)
+{
+	char *err = NULL;
+	struct packctx_options po = {
+	    .dir = dir,
+	    .dockerfile = dockerfile,
+	    .out_fd = -1,
+	    .cancel = (volatile int *)&cmd_interrupted,
+	    .on_progress = live ? pack_progress_cb : NULL,
+	    .arg = (void *)dir,
+	};
+	int rc = packctx_run(&po, p, &err);
+	if (live)
+		fprintf(stderr, "\r\033[K");
+	if (rc != 0) {
+		if (cmd_interrupted) {
+			fprintf(stderr, "snapbuild: interrupted while packing the context\n");
+			free(err);
+			return CMD_EXIT_INTERRUPTED;
+		}
+		sanitize_printf(stderr, 0,
+		                "snapbuild: packing the context failed: %s\n"
+		                "  hint: fix the path named (make it readable, or leave it out "
+		                "with .dockerignore) and run again\n",
+		                err);
+		free(err);
+		return CMD_EXIT_FAILURE;
+	}
+	/* A warning names files of the context, which anyone may have named. */
+	for (size_t i = 0; i < p->nwarnings; i++)
+		sanitize_printf(stderr, 0, "warning: %s\n", p->warnings[i]);
+	if (live) {
+		char *a = output_bytes(p->result.total_bytes), *b = output_bytes(p->result.archive_size);
+		fprintf(stderr, "packed %s: %llu files, %s → %s\n", dir,
+		        (unsigned long long)p->result.file_count, a, b);
+		free(a);
+		free(b);
+	}
+	return 0;
 }
 
 static int cmd_create_exec(struct cmd_ctx *ctx);
@@ -121,9 +182,10 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *context = NULL, *image = NULL;
+	const char *context = NULL, *image = NULL, *dockerfile = NULL;
 	bool ci = false, detach = false;
-	int rc = 2, dirfd = -1, opt;
+	int rc = 2, opt;
+	struct packctx packed = {.fd = -1};
 	json_object *params = json_object_new_object();
 	json_object *tags = json_object_new_object(), *args = json_object_new_object();
 	struct sb_client *c = NULL;
@@ -141,6 +203,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "image", json_object_new_string(optarg));
 			break;
 		case 'f':
+			dockerfile = optarg;
 			json_object_object_add(params, "dockerfile",
 			                       json_object_new_string(optarg));
 			break;
@@ -221,24 +284,22 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		json_object_object_add(params, "tags", json_object_get(tags));
 	if (json_object_object_length(args))
 		json_object_object_add(params, "build_args", json_object_get(args));
+	bool live = !ci && !ctx->json && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+	/* Reach the daemon first: no point packing a gigabyte for nobody. */
+	c = cmd_connect(ctx);
 	if (!image) {
 		if (!context)
 			context = ".";
-		dirfd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dirfd < 0) {
-			fprintf(stderr, "snapbuild: cannot open context directory %s: %s\n",
-			        context, strerror(errno));
-			rc = 1;
+		if ((rc = pack_context(context, dockerfile, live, &packed)) != 0)
 			goto out;
-		}
 		char *abs = realpath(context, NULL);
 		json_object_object_add(params, "context",
 		                       json_object_new_string(abs ? abs : context));
 		free(abs);
+		json_object_object_add(params, "archive", packctx_archive_param(&packed));
 	}
-
-	c = cmd_connect(ctx);
-	rc = cmd_call_notify(ctx, c, "build.submit", params, dirfd, NULL, NULL, &job);
+	rc = cmd_call_notify(ctx, c, "build.submit", params, packed.fd, NULL, NULL, &job);
+	packctx_clear(&packed);
 	params = NULL;
 	if (rc != 0)
 		goto out;
@@ -247,15 +308,16 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		if (ctx->json)
 			cmd_print_json(job);
 		else
-			printf("%s\n", id);
+			sanitize_printf(stdout, 0, "%s\n", id);
 		rc = 0;
 		goto out;
 	}
 
-	bool live = !ci && !ctx->json && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
 	printer = event_printer_new(stderr, live ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN);
-	if (live)
-		fprintf(stderr, "job %s\n", id);
+	if (live) {
+		sanitize_printf(stderr, SANITIZE_FIELD, "job %s", id);
+		fputc('\n', stderr);
+	}
 	json_object *lp = json_object_new_object();
 	json_object_object_add(lp, "id", json_object_new_string(id));
 	json_object_object_add(lp, "follow", json_object_new_boolean(1));
@@ -272,13 +334,13 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		json_object_object_get_ex(res, "job", &final);
 		rc = report(ctx, final, live);
 	} else if (crc == SB_CALL_RPC_ERROR) {
-		fprintf(stderr, "snapbuild: %s\n", rerr.message);
+		sanitize_printf(stderr, output_text_flags(stderr), "snapbuild: %s\n", rerr.message);
 		rc = 1;
 	} else {
-		fprintf(stderr,
-		        "snapbuild: lost the daemon while following job %s: %s\n"
-		        "  the job goes on; follow it with: snapbuild logs -f %s\n",
-		        id, err, id);
+		sanitize_printf(stderr, 0,
+		                "snapbuild: lost the daemon while following job %s: %s\n"
+		                "  the job goes on; follow it with: snapbuild logs -f %s\n",
+		                id, err, id);
 		rc = 3;
 	}
 	sb_rpc_error_clear(&rerr);
@@ -287,8 +349,7 @@ out:
 	event_printer_free(printer);
 	if (c)
 		sb_client_close(c);
-	if (dirfd >= 0)
-		close(dirfd);
+	packctx_clear(&packed);
 	json_object_put(params);
 	json_object_put(tags);
 	json_object_put(args);

@@ -1,6 +1,8 @@
 /*
  * Commands on one job or a few: inspect (details), wait (until it ends; the exit
- * status says how), cancel, retry (a new job from the same packed context).
+ * status says how), cancel, retry (a new job from the same packed context).  Every
+ * value from the daemon goes out through the sanitiser: names, tags and ids as
+ * one-line fields, errors and hints as messages (sanitize.h).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -11,6 +13,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "sanitize.h"
 #include "util.h"
 
 /* Parses [-o json] [--help] and leaves optind at the first operand. */
@@ -56,15 +59,27 @@ static void print_time(const char *label, double t)
 	free(age);
 }
 
+/* A value from the daemon on one line of its own. */
 static void print_field(const char *label, const char *value)
 {
+	if (value && *value) {
+		printf("  %-13s ", label);
+		sanitize_fputs(value, SANITIZE_FIELD, stdout);
+		putchar('\n');
+	}
+}
+
+/* A message from the daemon or the service: it may span lines, colour passes where on. */
+static void print_message(const char *label, const char *value)
+{
 	if (value && *value)
-		printf("  %-13s %s\n", label, value);
+		sanitize_printf(stdout, output_text_flags(stdout), "  %-13s %s\n", label, value);
 }
 
 void cmd_print_job(json_object *j)
 {
-	printf("Job %s\n", json_str(j, "id"));
+	sanitize_printf(stdout, SANITIZE_FIELD, "Job %s", json_str(j, "id"));
+	putchar('\n');
 	print_field("state:", json_str(j, "state"));
 	print_field("backend:", json_str(j, "backend"));
 	print_field("architecture:", json_str(j, "architecture"));
@@ -75,22 +90,23 @@ void cmd_print_job(json_object *j)
 	if (json_object_object_get_ex(j, "tags", &tags) && json_object_object_length(tags)) {
 		printf("  %-13s", "tags:");
 		json_object_object_foreach(tags, k, v)
-		    printf(" %s=%s", k, json_object_get_string(v));
+		    sanitize_printf(stdout, SANITIZE_FIELD, " %s=%s", k, json_object_get_string(v));
 		printf("\n");
 	}
 	json_object *a = NULL;
 	if (json_object_object_get_ex(j, "archive", &a) && a) {
 		char *b = output_bytes((uint64_t)json_int(a, "bytes"));
-		printf("  %-13s %lld files, %s gzip'd, sha256 %s\n",
-		       "archive:", (long long)json_int(a, "files"), b, json_str(a, "sha256"));
+		sanitize_printf(stdout, 0, "  %-13s %lld files, %s gzip'd, sha256 %s\n",
+		                "archive:", (long long)json_int(a, "files"), b,
+		                json_str(a, "sha256"));
 		free(b);
 	}
 	print_field("build id:", json_str(j, "build_id"));
 	print_field("image:", json_str(j, "image_ref"));
 	print_field("snapshot:", json_str(j, "snapshot_id"));
 	print_field("retry of:", json_str(j, "retry_of"));
-	print_field("error:", json_str(j, "error"));
-	print_field("hint:", json_str(j, "hint"));
+	print_message("error:", json_str(j, "error"));
+	print_message("hint:", json_str(j, "hint"));
 	print_time("created:", json_num(j, "created_at"));
 	print_time("finished:", json_num(j, "finished_at"));
 }
@@ -150,11 +166,14 @@ static int cmd_wait_exec(struct cmd_ctx *ctx)
 	if (ctx->json) {
 		cmd_print_json(job);
 	} else {
-		printf("%s %s", json_str(job, "id"), json_str(job, "state"));
+		sanitize_printf(stdout, SANITIZE_FIELD, "%s %s", json_str(job, "id"),
+		                json_str(job, "state"));
 		if (*json_str(job, "snapshot_id"))
-			printf(" %s", json_str(job, "snapshot_id"));
+			sanitize_printf(stdout, SANITIZE_FIELD, " %s",
+			                json_str(job, "snapshot_id"));
 		if (*json_str(job, "error"))
-			printf(": %s", json_str(job, "error"));
+			sanitize_printf(stdout, output_text_flags(stdout), ": %s",
+			                json_str(job, "error"));
 		printf("\n");
 	}
 	rc = strcmp(json_str(job, "state"), "succeeded") == 0 ? 0 : 1;
@@ -186,7 +205,10 @@ static int cmd_cancel_exec(struct cmd_ctx *ctx)
 			if (ctx->json)
 				cmd_print_json(job);
 			else
-				printf("%s %s\n", json_str(job, "id"), json_str(job, "state"));
+				sanitize_printf(stdout, SANITIZE_FIELD, "%s %s",
+				                json_str(job, "id"), json_str(job, "state"));
+			if (!ctx->json)
+				putchar('\n');
 		} else if (r > rc) {
 			rc = r;
 		}
@@ -220,7 +242,7 @@ static int cmd_retry_exec(struct cmd_ctx *ctx)
 	if (ctx->json)
 		cmd_print_json(job);
 	else
-		printf("%s\n", json_str(job, "id"));
+		sanitize_printf(stdout, 0, "%s\n", json_str(job, "id"));
 	json_object_put(job);
 	return 0;
 }

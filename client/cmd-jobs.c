@@ -1,6 +1,7 @@
 /*
  * snapbuild jobs: the caller's jobs, newest first, as a table (ID, STATE, BACKEND,
- * ALIAS, SNAPSHOT, AGE) or, with -o json, the build.list result verbatim.
+ * ALIAS, SNAPSHOT, AGE) or, with -o json, the build.list result verbatim.  The
+ * table sanitises every cell: with --all-users, the aliases are other users'.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "sanitize.h"
 #include "util.h"
 
 static int cmd_jobs_exec(struct cmd_ctx *ctx);
@@ -113,8 +115,10 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 	table_print(t, stdout, tty ? 40 : 0);
 	table_free(t);
 	const char *next = json_str(res, "next_cursor");
-	if (*next)
-		fprintf(stderr, "more: snapbuild jobs --cursor %s\n", next);
+	if (*next) {
+		sanitize_printf(stderr, SANITIZE_FIELD, "more: snapbuild jobs --cursor %s", next);
+		fputc('\n', stderr);
+	}
 	json_object_put(res);
 	return 0;
 }

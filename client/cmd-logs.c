@@ -1,8 +1,9 @@
 /*
  * snapbuild logs [-f] JOB: a job's events from the start (or after --after SEQ),
  * and with -f the live ones until the job ends.  --raw shows build lines as the
- * builder sent them, colour codes included; -o json prints each event as the daemon
- * sent it, one JSON object a line.
+ * builder sent them, their colour codes included; -o json prints each event as the
+ * daemon sent it, one JSON object a line.  Whatever the style, the event printer lets
+ * no control sequence but colour reach the terminal (sanitize.h).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "sanitize.h"
 #include "util.h"
 
 struct logs_out {
@@ -103,7 +105,8 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 		int crc =
 		    sb_client_call(c, "build.logs", params, -1, notify_cb, &out, &res, &rerr, &err);
 		if (crc == SB_CALL_RPC_ERROR) {
-			fprintf(stderr, "snapbuild: %s\n", rerr.message);
+			sanitize_printf(stderr, output_text_flags(stderr), "snapbuild: %s\n",
+			                rerr.message);
 			rc = 1;
 		} else if (crc == SB_CALL_INTERRUPTED) {
 			rc = 130;

@@ -6,6 +6,8 @@
  * terminal's width; in a pipe it prints one page whole.  `get` shows one snapshot in
  * sections; `alias`, `unalias` and `retire` change one.  With -o json every command
  * prints the daemon's result, which for list, get and retire is the API's own object.
+ * Every field the service sends (ids, tags, times, error messages) is shown through the
+ * sanitiser (sanitize.h): the tags and names may be another user's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +23,7 @@
 #include "client.h"
 #include "cmd.h"
 #include "output.h"
+#include "sanitize.h"
 #include "util.h"
 
 /* Widest rendering of each fixed column: a UUID, output_bytes, "yes"/"no" under its
@@ -140,13 +143,13 @@ static int snap_tag_cmp(const void *a, const void *b)
 	return strcmp(((const struct snap_tag *)a)->key, ((const struct snap_tag *)b)->key);
 }
 
-/* "k=v, k2=v2" sorted by key, or "-" (malloc'd). */
+/* "k=v, k2=v2" sorted by key, or "-" (malloc'd, sanitised: anyone may have set them). */
 static char *snap_tags_text(json_object *s)
 {
 	json_object *tags = NULL;
 	struct snap_tag *v;
 	size_t n = 0, len = 1;
-	char *out;
+	char *out, *clean;
 
 	if (!json_object_object_get_ex(s, "tags", &tags) ||
 	    !json_object_is_type(tags, json_type_object) || json_object_object_length(tags) == 0)
@@ -172,7 +175,9 @@ static char *snap_tags_text(json_object *s)
 		strcat(out, v[i].value);
 	}
 	free(v);
-	return out;
+	clean = sanitize(out, SANITIZE_FIELD);
+	free(out);
+	return clean;
 }
 
 /* Display width in code points (the API's text is UTF-8). */
@@ -239,6 +244,7 @@ static void snap_header(FILE *fp)
 
 static void snap_print_row(FILE *fp, json_object *s, double now, size_t tags_max)
 {
+	char *id = sanitize(json_str(s, "id"), SANITIZE_FIELD);
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
 	char *age = output_age(snap_time(json_str(s, "created_at")), now);
 	char *retired = snap_is_null(s, "retired_at")
@@ -248,7 +254,8 @@ static void snap_print_row(FILE *fp, json_object *s, double now, size_t tags_max
 	json_object *mem = NULL;
 	bool memory = json_object_object_get_ex(s, "memory", &mem) && json_object_get_boolean(mem);
 
-	snap_row(fp, json_str(s, "id"), size, memory ? "yes" : "no", retired, age, tags, tags_max);
+	snap_row(fp, id, size, memory ? "yes" : "no", retired, age, tags, tags_max);
+	free(id);
 	free(size);
 	free(age);
 	free(retired);
@@ -270,6 +277,14 @@ static size_t snap_tags_room(void)
 	return cols > used + SNAP_W_TAGSMIN ? cols - used : SNAP_W_TAGSMIN;
 }
 
+/* "  label:         value", the value a one-line field. */
+static void snap_print_value(const char *label, const char *value)
+{
+	printf("  %-14s ", label);
+	sanitize_fputs(value, SANITIZE_FIELD, stdout);
+	putchar('\n');
+}
+
 static void snap_print_time(const char *label, const char *value)
 {
 	double t = snap_time(value);
@@ -282,7 +297,7 @@ static void snap_print_time(const char *label, const char *value)
 		return;
 	}
 	if (t <= 0) {
-		printf("  %-14s %s\n", label, value);
+		snap_print_value(label, value);
 		return;
 	}
 	strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S %Z", localtime(&secs));
@@ -304,16 +319,19 @@ static void snap_print_full(json_object *s, const char *alias)
 
 	if (json_object_object_get_ex(s, "tags", &tags))
 		job = json_str(tags, "snapbuild.job");
-	printf("Snapshot %s\n", json_str(s, "id"));
-	printf("Identity\n");
-	printf("  %-14s %s\n", "id:", json_str(s, "id"));
+	sanitize_printf(stdout, SANITIZE_FIELD, "Snapshot %s", json_str(s, "id"));
+	printf("\nIdentity\n");
+	snap_print_value("id:", json_str(s, "id"));
 	if (alias != NULL)
-		printf("  %-14s %s\n", "alias:", alias);
-	printf("  %-14s %s\n", "organization:",
-	       *json_str(s, "organization_id") ? json_str(s, "organization_id") : "-");
-	printf("  %-14s %s\n", "project:", json_str(s, "project_id"));
-	if (*job)
-		printf("  %-14s %s (snapbuild inspect %s)\n", "built by job:", job, job);
+		snap_print_value("alias:", alias);
+	snap_print_value("organization:",
+	                 *json_str(s, "organization_id") ? json_str(s, "organization_id") : "-");
+	snap_print_value("project:", json_str(s, "project_id"));
+	if (*job) {
+		char *text = xasprintf("%s (snapbuild inspect %s)", job, job);
+		snap_print_value("built by job:", text);
+		free(text);
+	}
 	printf("Storage\n");
 	printf("  %-14s %s (%lld bytes)\n", "size:", size, (long long)json_int(s, "byte_size"));
 	printf("  %-14s %s\n", "memory:",
@@ -358,7 +376,8 @@ void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
 		char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
 		char *tags = snap_tags_text(s);
 		char *status = snap_status_text(s);
-		printf("Snapshot %s (live)\n", snapshot_id);
+		sanitize_printf(stdout, SANITIZE_FIELD, "Snapshot %s (live)", snapshot_id);
+		putchar('\n');
 		printf("  %-13s %s\n", "size:", size);
 		printf("  %-13s %s\n", "status:", status);
 		printf("  %-13s %s\n", "tags:", tags);
@@ -367,11 +386,13 @@ void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
 		free(status);
 	} else if (rc == SB_CALL_RPC_ERROR) {
 		json_object_object_get_ex(e.data, "hint", &hint);
-		printf("Snapshot details could not be fetched: %s%s%s\n", e.message,
-		       hint ? " — " : "", hint ? json_object_get_string(hint) : "");
+		sanitize_printf(stdout, output_text_flags(stdout),
+		                "Snapshot details could not be fetched: %s%s%s\n", e.message,
+		                hint ? " — " : "", hint ? json_object_get_string(hint) : "");
 		sb_rpc_error_clear(&e);
 	} else {
-		printf("Snapshot details could not be fetched: %s\n", err ? err : "interrupted");
+		sanitize_printf(stdout, 0, "Snapshot details could not be fetched: %s\n",
+		                err ? err : "interrupted");
 	}
 	free(err);
 	json_object_put(s);
@@ -513,8 +534,11 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 	for (size_t i = 0; i < json_object_array_length(data); i++)
 		snap_print_row(stdout, json_object_array_get_idx(data, i), now_seconds(), 0);
 	next = json_str(page, "next_cursor");
-	if (*next)
-		fprintf(stderr, "more: snapbuild snapshots list --cursor %s\n", next);
+	if (*next) {
+		sanitize_printf(stderr, SANITIZE_FIELD,
+		                "more: snapbuild snapshots list --cursor %s", next);
+		fputc('\n', stderr);
+	}
 out:
 	json_object_put(page);
 	json_object_put(o.params);
@@ -573,8 +597,9 @@ static int snap_get(struct cmd_ctx *ctx, int argc, char **argv)
 static void snap_alias_print(json_object *res, const char *arg)
 {
 	(void)arg;
-	printf("alias %s now points at snapshot %s\n", json_str(res, "alias"),
-	       json_str(res, "snapshot_id"));
+	sanitize_printf(stdout, SANITIZE_FIELD, "alias %s now points at snapshot %s",
+	                json_str(res, "alias"), json_str(res, "snapshot_id"));
+	putchar('\n');
 }
 
 static int snap_alias(struct cmd_ctx *ctx, int argc, char **argv)
@@ -593,10 +618,13 @@ static void snap_unalias_print(json_object *res, const char *arg)
 {
 	(void)arg;
 	if (*json_str(res, "snapshot_id"))
-		printf("removed alias %s (it pointed at snapshot %s)\n", json_str(res, "alias"),
-		       json_str(res, "snapshot_id"));
+		sanitize_printf(stdout, SANITIZE_FIELD,
+		                "removed alias %s (it pointed at snapshot %s)",
+		                json_str(res, "alias"), json_str(res, "snapshot_id"));
 	else
-		printf("alias %s did not exist: nothing to remove\n", json_str(res, "alias"));
+		sanitize_printf(stdout, SANITIZE_FIELD, "alias %s did not exist: nothing to remove",
+		                json_str(res, "alias"));
+	putchar('\n');
 }
 
 static int snap_unalias(struct cmd_ctx *ctx, int argc, char **argv)
@@ -612,7 +640,8 @@ static int snap_unalias(struct cmd_ctx *ctx, int argc, char **argv)
 static void snap_retire_print(json_object *res, const char *arg)
 {
 	(void)arg;
-	printf("retired snapshot %s\n", json_str(res, "id"));
+	sanitize_printf(stdout, SANITIZE_FIELD, "retired snapshot %s", json_str(res, "id"));
+	putchar('\n');
 	snap_print_time("retired:", json_str(res, "retired_at"));
 }
 

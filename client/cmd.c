@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "output.h"
+#include "sanitize.h"
 #include "util.h"
 
 static const struct cmd_entry *const cmd_table[] = {
@@ -71,11 +73,13 @@ struct sb_client *cmd_connect(struct cmd_ctx *ctx)
 static void cmd_print_rpc_error(struct cmd_ctx *ctx, const struct sb_rpc_error *e)
 {
 	json_object *hint = NULL;
+	unsigned flags = output_text_flags(stderr);
 
-	fprintf(stderr, "snapbuild: %s\n", e->message);
+	/* The daemon's words may quote another user's or the service's: sanitised. */
+	sanitize_printf(stderr, flags, "snapbuild: %s\n", e->message);
 	if (json_object_object_get_ex(e->data, "hint", &hint) &&
 	    json_object_is_type(hint, json_type_string))
-		fprintf(stderr, "hint: %s\n", json_object_get_string(hint));
+		sanitize_printf(stderr, flags, "hint: %s\n", json_object_get_string(hint));
 	if (ctx->json) {
 		json_object *o = json_object_new_object(), *err = json_object_new_object();
 		json_object_object_add(err, "code", json_object_new_int(e->code));

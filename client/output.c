@@ -1,6 +1,8 @@
 /*
  * Human output for the CLI.  Nothing here talks to the daemon: commands hand it
- * JSON and it decides how that looks on a terminal or in a pipe.
+ * JSON and it decides how that looks on a terminal or in a pipe.  Every text from
+ * the daemon or the service goes through the sanitiser (sanitize.h) on its way out:
+ * table cells as one-line fields, log lines with colour only when colour is on.
  */
 #include "output.h"
 
@@ -8,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sanitize.h"
 #include "util.h"
 
 const char *json_str(json_object *o, const char *key)
@@ -67,12 +70,20 @@ char *output_bytes(uint64_t n)
 	return format_bytes(n);
 }
 
-bool output_color(FILE *fp)
+bool output_color_allowed(void)
 {
 	const char *nc = getenv("NO_COLOR");
-	if (nc && *nc)
-		return false;
-	return isatty(fileno(fp));
+	return nc == NULL || *nc == '\0';
+}
+
+bool output_color(FILE *fp)
+{
+	return output_color_allowed() && isatty(fileno(fp));
+}
+
+unsigned output_text_flags(FILE *fp)
+{
+	return output_color(fp) ? SANITIZE_COLOR : 0;
 }
 
 /* --- tables --------------------------------------------------------------------- */
@@ -94,7 +105,7 @@ void table_add(struct table *t, const char *const *cells)
 {
 	t->cells = xrealloc(t->cells, (t->nrows + 1) * t->ncols * sizeof(char *));
 	for (size_t i = 0; i < t->ncols; i++)
-		t->cells[t->nrows * t->ncols + i] = xstrdup(cells[i] ? cells[i] : "");
+		t->cells[t->nrows * t->ncols + i] = sanitize(cells[i], SANITIZE_FIELD);
 	t->nrows++;
 }
 
@@ -164,7 +175,8 @@ void table_free(struct table *t)
 struct event_printer {
 	FILE *fp;
 	enum event_style style;
-	bool color;
+	bool color;         /* the printer's own colours */
+	unsigned flags;     /* for the texts it prints: colour passes in them or not */
 	bool progress_open; /* a progress line waits to be ended */
 	char *step;
 	double progress_start;
@@ -177,6 +189,10 @@ struct event_printer *event_printer_new(FILE *fp, enum event_style style)
 	p->fp = fp;
 	p->style = style;
 	p->color = style == EVENT_STYLE_LIVE && output_color(fp);
+	/* --raw is asked for to see the builder's colours, in a pipe too: only NO_COLOR
+	 * turns them off.  The other styles keep colour only where they paint their own. */
+	if (p->color || (style == EVENT_STYLE_RAW && output_color_allowed()))
+		p->flags = SANITIZE_COLOR;
 	return p;
 }
 
@@ -210,7 +226,7 @@ static void print_progress(struct event_printer *p, json_object *ev)
 	if (p->style != EVENT_STYLE_LIVE) {
 		if (sent == total || t - p->last_plain_progress >= 2) {
 			p->last_plain_progress = t;
-			fprintf(p->fp, "%s\n", json_str(ev, "text"));
+			sanitize_printf(p->fp, 0, "%s\n", json_str(ev, "text"));
 		}
 		return;
 	}
@@ -245,23 +261,24 @@ void event_printer_print(struct event_printer *p, json_object *ev)
 	}
 	event_printer_finish(p);
 	if (strcmp(kind, "state") == 0) {
-		if (p->style == EVENT_STYLE_LIVE)
-			fprintf(p->fp, "%s==> %s%s\n", paint(p, "\033[1;34m"), json_str(ev, "text"),
-			        paint(p, "\033[0m"));
-		else
-			fprintf(p->fp, "==> %s\n", json_str(ev, "text"));
+		fprintf(p->fp, "%s==> ", paint(p, "\033[1;34m"));
+		sanitize_fputs(json_str(ev, "text"), SANITIZE_FIELD, p->fp);
+		fprintf(p->fp, "%s\n", paint(p, "\033[0m"));
 	} else if (strcmp(kind, "warning") == 0) {
-		fprintf(p->fp, "%swarning:%s %s\n", paint(p, "\033[33m"), paint(p, "\033[0m"),
-		        json_str(ev, "text"));
+		fprintf(p->fp, "%swarning:%s ", paint(p, "\033[33m"), paint(p, "\033[0m"));
+		sanitize_fputs(json_str(ev, "text"), p->flags, p->fp);
+		fputc('\n', p->fp);
 	} else {
 		const char *text = json_str(ev, "text");
 		if (p->style == EVENT_STYLE_RAW && *json_str(ev, "raw"))
 			text = json_str(ev, "raw");
-		if (p->style == EVENT_STYLE_LIVE && *step && strcmp(step, "build") != 0)
-			fprintf(p->fp, "%s[%s]%s %s\n", paint(p, "\033[2m"), step,
-			        paint(p, "\033[0m"), text);
-		else
-			fprintf(p->fp, "%s\n", text);
+		if (p->style == EVENT_STYLE_LIVE && *step && strcmp(step, "build") != 0) {
+			fprintf(p->fp, "%s[", paint(p, "\033[2m"));
+			sanitize_fputs(step, SANITIZE_FIELD, p->fp);
+			fprintf(p->fp, "]%s ", paint(p, "\033[0m"));
+		}
+		sanitize_fputs(text, p->flags, p->fp);
+		fputc('\n', p->fp);
 	}
 	if (*step && (p->step == NULL || strcmp(p->step, step) != 0)) {
 		free(p->step);

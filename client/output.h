@@ -1,7 +1,8 @@
 /*
  * Human output shared by the CLI's commands: relative ages ("7 mins ago"), byte
  * sizes, aligned tables, terminal and colour detection (NO_COLOR respected), and
- * the printer that turns a job's events into a live view or plain log lines.
+ * the printer that turns a job's events into a live view or plain log lines.  Table
+ * cells and event texts pass through the sanitiser (sanitize.h) before they are shown.
  */
 #ifndef SNAPBUILD_OUTPUT_H
 #define SNAPBUILD_OUTPUT_H
@@ -15,10 +16,16 @@
 char *output_age(double then, double now);
 /* "512 B", "1.5 KiB", "12.0 MiB" (malloc'd). */
 char *output_bytes(uint64_t n);
+/* NO_COLOR unset or empty. */
+bool output_color_allowed(void);
 /* Whether to use colour on fp: a terminal and NO_COLOR unset or empty. */
 bool output_color(FILE *fp);
+/* The sanitize() flags for multi-line text (a message, a log line) bound for fp:
+ * SANITIZE_COLOR when colour is on there, else 0. */
+unsigned output_text_flags(FILE *fp);
 
-/* A table: add rows of cells, then print with columns aligned. */
+/* A table: add rows of cells (each sanitised as a one-line field), then print with
+ * columns aligned. */
 struct table;
 struct table *table_new(size_t ncols, const char *const *headers);
 void table_add(struct table *t, const char *const *cells);
@@ -31,7 +38,8 @@ struct event_printer;
 enum event_style {
 	EVENT_STYLE_LIVE,  /* a terminal: steps, a progress bar, the log */
 	EVENT_STYLE_PLAIN, /* a pipe or --ci: plain lines */
-	EVENT_STYLE_RAW,   /* the log as the builder sent it, ANSI and all */
+	EVENT_STYLE_RAW,   /* the log as the builder sent it, its colours kept (not with
+	                      NO_COLOR) and every other control escaped */
 };
 struct event_printer *event_printer_new(FILE *fp, enum event_style style);
 void event_printer_print(struct event_printer *p, json_object *event);

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "rpc.h"
+#include "peer.h"
 #include "util.h"
 
 bool access_is_admin(const struct config *cfg, const struct rpc_peer *peer)

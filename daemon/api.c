@@ -36,13 +36,16 @@
 #define API_MESSAGE_MAX        512
 #define API_EXCERPT_MAX        120
 #define API_JSON_DEPTH         64
+/* Lines of a stream that may be a replay held back until it is known to be one. */
+#define API_REPLAY_HOLD_LINES 1000
+#define API_REPLAY_HOLD_BYTES (4u << 20)
 
 static const struct api_timing api_default_timing = {
     .backoff_base_ms = 500,
     .backoff_jitter_ms = 250,
     .follow_retry_ms = 1000,
     .retry_after_cap_ms = 60000,
-    .stall_ms = 120000,
+    .stall_ms = 600000,
     .request_timeout_ms = 60000,
     .upload_timeout_ms = 0,
 };
@@ -115,9 +118,30 @@ struct api_op {
 	bool have_last;
 	unsigned long long last_num;
 	bool got_bytes;
+	bool answered; /* this connection got a 2xx: the service is there */
 	bool stream_ended;
 	bool end_done;
 	char *end_error;
+
+	/*
+	 * Replays without usable ids (see follow_line): a hash of every line delivered,
+	 * in order, and, while the current connection's start still matches them, how
+	 * far it matches and the matched lines held back in case it turns out not to be
+	 * a replay after all.
+	 */
+	uint64_t *seen;
+	size_t nseen, seen_alloc;
+	bool matching;
+	bool replay_sure; /* too much matched to hold: a replay, whatever follows */
+	size_t match_pos;
+	struct follow_held *held;
+	size_t nheld, held_alloc, held_bytes;
+};
+
+struct follow_held {
+	char *text;
+	size_t len;
+	char *id;
 };
 
 static void api_op_free(struct api_op *op);
@@ -383,8 +407,7 @@ static void api_error_clear(struct api_error *err)
 
 static bool api_status_retryable(long status)
 {
-	return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
-	       status == 504;
+	return status == 408 || status == 429 || (status >= 500 && status < 600);
 }
 
 /* Retry-After in milliseconds (delta-seconds or an HTTP date), or -1. */
@@ -465,6 +488,12 @@ static void api_op_free(struct api_op *op)
 	free(op->find_value);
 	free(op->resume_id);
 	free(op->end_error);
+	free(op->seen);
+	for (size_t i = 0; i < op->nheld; i++) {
+		free(op->held[i].text);
+		free(op->held[i].id);
+	}
+	free(op->held);
 	free(op);
 }
 
@@ -793,10 +822,87 @@ static void follow_end_later(struct api_op *op, bool done, const char *build_err
 	api_schedule(op, 0);
 }
 
+/* FNV-1a: lines are compared by hash, so a long log costs 8 bytes a line. */
+static uint64_t follow_hash(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static void follow_seen_add(struct api_op *op, const char *text, size_t len)
+{
+	if (op->nseen == op->seen_alloc) {
+		op->seen_alloc = op->seen_alloc ? op->seen_alloc * 2 : 256;
+		op->seen = xrealloc(op->seen, op->seen_alloc * sizeof(*op->seen));
+	}
+	op->seen[op->nseen++] = follow_hash(text, len);
+}
+
+static void follow_held_clear(struct api_op *op)
+{
+	for (size_t i = 0; i < op->nheld; i++) {
+		free(op->held[i].text);
+		free(op->held[i].id);
+	}
+	op->nheld = 0;
+	op->held_bytes = 0;
+}
+
+static void follow_hold(struct api_op *op, const char *text, size_t len, const char *id)
+{
+	if (op->replay_sure)
+		return;
+	if (op->nheld == API_REPLAY_HOLD_LINES || op->held_bytes + len > API_REPLAY_HOLD_BYTES) {
+		/* this much of the stored log again, in order: a continuation that repeats
+		 * it is not worth the memory to tell apart */
+		op->replay_sure = true;
+		follow_held_clear(op);
+		return;
+	}
+	if (op->nheld == op->held_alloc) {
+		op->held_alloc = op->held_alloc ? op->held_alloc * 2 : 16;
+		op->held = xrealloc(op->held, op->held_alloc * sizeof(*op->held));
+	}
+	op->held[op->nheld].text = xstrndup(text, len);
+	op->held[op->nheld].len = len;
+	op->held[op->nheld].id = xstrdup(id);
+	op->nheld++;
+	op->held_bytes += len;
+}
+
+/* Hands a line to the owner; false when the owner cancelled the op meanwhile. */
+static bool follow_deliver(struct api_op *op, const char *text, size_t len, const char *id)
+{
+	follow_seen_add(op, text, len);
+	op->cbs.on_line(op->arg, text, len, id);
+	return !op->cancelled;
+}
+
+/*
+ * The matched start of this connection was not a replay after all (it went on
+ * differently, or ended before repeating everything stored): deliver what was held.
+ */
+static bool follow_release_held(struct api_op *op)
+{
+	bool alive = true;
+
+	op->matching = false;
+	for (size_t i = 0; alive && i < op->nheld; i++)
+		alive = follow_deliver(op, op->held[i].text, op->held[i].len, op->held[i].id);
+	follow_held_clear(op);
+	return alive;
+}
+
 static bool follow_control(struct api_op *op, const char *data, size_t len)
 {
 	json_object *o, *v;
-	bool handled = false;
+	bool done = false, failed = false;
+	char *msg = NULL;
 
 	while (len > 0 && isspace((unsigned char)*data)) {
 		data++;
@@ -807,38 +913,82 @@ static bool follow_control(struct api_op *op, const char *data, size_t len)
 	if (json_object_is_type(o, json_type_object)) {
 		if (json_object_object_get_ex(o, "done", &v) &&
 		    json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v)) {
-			follow_end_later(op, true, NULL);
-			handled = true;
+			done = true;
 		} else if (json_object_object_get_ex(o, "error", &v) && v != NULL) {
-			const char *msg = json_object_is_type(v, json_type_string)
-			                      ? json_object_get_string(v)
-			                      : json_object_to_json_string(v);
-			follow_end_later(op, false, msg[0] ? msg : "the build failed");
-			handled = true;
+			const char *m = json_object_is_type(v, json_type_string)
+			                    ? json_object_get_string(v)
+			                    : json_object_to_json_string(v);
+			msg = xstrdup(m[0] ? m : "the build failed");
+			failed = true;
 		}
 	}
 	json_object_put(o);
-	return handled;
+	if (!done && !failed)
+		return false;
+	/* a replay repeats the whole stored log before it ends: this one did not */
+	if (!op->matching || op->replay_sure || follow_release_held(op))
+		follow_end_later(op, done, msg);
+	free(msg);
+	return true;
+}
+
+/*
+ * Exactly once, whatever the service does on a reconnect.  Numeric ids: a line at
+ * or below the last id delivered is a repeat.  Otherwise a new connection that
+ * starts with the lines already delivered (same count, same content, in order) is
+ * a replay of the log from the start: those lines are skipped, the rest delivered;
+ * one that does not start so is a continuation.  Matched lines are held back until
+ * the stream either repeats every stored line (a replay: they are dropped) or goes
+ * on differently (they are delivered).  The limit: a continuation whose first lines
+ * repeat the log's first lines is taken for a replay when it repeats all of them
+ * (or API_REPLAY_HOLD_LINES of them) or drops before it diverges.
+ */
+static void follow_line(struct api_op *op, const char *data, size_t len, const char *id)
+{
+	unsigned long long n;
+
+	if (sse_parser_event_has_id(op->sse) && api_numeric_id(id, &n)) {
+		if (op->have_last && n <= op->last_num)
+			return;
+		op->have_last = true;
+		op->last_num = n;
+		op->matching = false;
+		follow_held_clear(op);
+		follow_deliver(op, data, len, id);
+		return;
+	}
+	if (op->matching) {
+		if (op->match_pos < op->nseen &&
+		    follow_hash(data, len) == op->seen[op->match_pos]) {
+			op->match_pos++;
+			if (op->match_pos == op->nseen) {
+				op->matching = false;
+				follow_held_clear(op);
+			} else {
+				follow_hold(op, data, len, id);
+			}
+			return;
+		}
+		if (op->replay_sure) {
+			op->matching = false;
+		} else if (!follow_release_held(op)) {
+			return;
+		}
+	}
+	follow_deliver(op, data, len, id);
 }
 
 static void follow_event_cb(void *arg, const char *type, const char *data, size_t len,
                             const char *id)
 {
 	struct api_op *op = arg;
-	unsigned long long n;
 
 	(void)type;
 	if (op->stream_ended || op->cancelled)
 		return;
 	if (follow_control(op, data, len))
 		return;
-	if (sse_parser_event_has_id(op->sse) && api_numeric_id(id, &n)) {
-		if (op->have_last && n <= op->last_num)
-			return;
-		op->have_last = true;
-		op->last_num = n;
-	}
-	op->cbs.on_line(op->arg, data, len, id);
+	follow_line(op, data, len, id);
 }
 
 static void follow_data_cb(void *arg, long status, const char *buf, size_t len)
@@ -849,6 +999,11 @@ static void follow_data_cb(void *arg, long status, const char *buf, size_t len)
 	(void)status;
 	if (op->stream_ended || op->cancelled)
 		return;
+	if (len == 0) {
+		op->answered = true;
+		evtimer_add(op->stall, &tv);
+		return;
+	}
 	/* a stream that delivers is working: later failures start a fresh count */
 	op->got_bytes = true;
 	op->attempt = 0;
@@ -930,6 +1085,12 @@ static void follow_stall_cb(evutil_socket_t fd, short kind, void *arg)
 
 	(void)fd;
 	(void)kind;
+	/* TCP keepalive finds a dead peer; this is the backstop for one that is alive
+	 * but sends nothing, not even the heartbeats a quiet build step should carry */
+	log_warnx("api: %s: %s; reconnecting (stall_timeout_seconds)", op->url, why);
+	/* silence on an answered stream is a quiet step, not a failure: it may last */
+	if (op->answered)
+		op->attempt = 0;
 	http_cancel(op->xfer);
 	op->xfer = NULL;
 	api_error_set(&err, 0, xstrdup(why));
@@ -963,7 +1124,12 @@ static void follow_connect(struct api_op *op)
 		headers[2] = lei_header;
 	}
 	sse_parser_reset_stream(op->sse);
+	follow_held_clear(op);
+	op->matching = op->nseen > 0;
+	op->match_pos = 0;
+	op->replay_sure = false;
 	op->got_bytes = false;
+	op->answered = false;
 	op->attempt++;
 	op->xfer = http_start(op->a->http, &req, follow_http_done_cb, op);
 	evtimer_add(op->stall, &tv);
@@ -993,6 +1159,12 @@ struct api_op *api_build_follow(struct api *a, const char *build_id, const char 
 	}
 	follow_connect(op);
 	return op;
+}
+
+void api_follow_seed(struct api_op *op, const char *text, size_t len)
+{
+	follow_seen_add(op, text, len);
+	op->matching = true;
 }
 
 /* ---- management API ---- */

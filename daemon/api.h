@@ -29,7 +29,7 @@ struct api_timing {
 	long backoff_jitter_ms;  /* ... plus up to this much */
 	long follow_retry_ms;    /* between log stream attempts and reconnects */
 	long retry_after_cap_ms; /* the longest Retry-After honoured */
-	long stall_ms;           /* a log stream silent this long is reconnected */
+	long stall_ms;           /* backstop: a log stream silent this long is reconnected */
 	long request_timeout_ms; /* whole-request bound for everything but streams */
 	long upload_timeout_ms;  /* the submit (uploads can be large); 0 = none */
 };
@@ -73,7 +73,9 @@ struct api_submit {
 	const char *cache_key;       /* NULL = omitted */
 };
 
-/* POST {builder}/builds; 3 attempts on transport errors and 408/429/500/502/503/504. */
+/* POST {builder}/builds: any 2xx with a build_id is success; 3 attempts on transport
+ * errors, 408, 429 and 5xx (Retry-After honoured); another 4xx is final (the SDKs
+ * re-upload on every error; re-sending a context the service refused is pointless). */
 struct api_op *api_build_submit(struct api *a, const struct api_submit *s,
                                 void (*progress_cb)(void *arg, uint64_t sent, uint64_t total),
                                 void (*done_cb)(void *arg, const struct api_error *err,
@@ -95,12 +97,19 @@ struct api_follow_cbs {
 /*
  * GET {builder}/builds/{id}/logs as Server-Sent Events, from last_event_id (NULL =
  * the beginning).  404/408/429/5xx and unreachable service: up to 5 attempts,
- * follow_retry_ms apart.  A stream that drops or stalls is reconnected after
- * follow_retry_ms with Last-Event-ID, the attempt count reset.  When the service
- * numbers its events, a line is never delivered twice.
+ * follow_retry_ms apart.  A stream that drops, or stays silent for stall_ms, is
+ * reconnected after follow_retry_ms with Last-Event-ID, the attempt count reset.
+ * Every line is delivered once whether the service numbers its events or not and
+ * whether a reconnect resumes, replays from the start or continues: numeric ids are
+ * compared; otherwise a stream starting with the lines already delivered is taken
+ * for a replay and those lines are skipped (see follow_line in api.c).
  */
 struct api_op *api_build_follow(struct api *a, const char *build_id, const char *last_event_id,
                                 const struct api_follow_cbs *cbs, void *arg);
+/* One line the caller already has from an earlier follow of the same build (the
+ * stored log after a restart), in order, so that a replay is recognised.  Call right
+ * after api_build_follow, before the loop runs again. */
+void api_follow_seed(struct api_op *op, const char *text, size_t len);
 
 /* GET {builder}/builds/{id}, retried like the submit.  status is borrowed for the
  * callback's duration; checking it for image_ref is the caller's business. */
@@ -116,7 +125,7 @@ struct api_op *api_build_delete(struct api *a, const char *build_id,
 /*
  * A management API call: method and path ("/v1/snapshots?limit=5") on the base URL,
  * an optional JSON body (borrowed).  With retry, transport errors and
- * 408/429/500/502/503/504 are retried as for the submit; without, only 429 (a request
+ * 408, 429 and 5xx are retried as for the submit; without, only 429 (a request
  * refused before it was looked at).  body in the callback is the parsed answer
  * (borrowed; NULL when empty); a non-2xx answer is an error.
  */

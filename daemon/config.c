@@ -83,11 +83,13 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->base_url = xstrdup("https://api.bartender.codesandbox.io");
 	cfg->remote_arch = xstrdup("amd64");
 	cfg->max_concurrent = 2;
+	cfg->max_context_bytes = 4ULL << 30;
+	cfg->max_connections_per_user = 64;
 	cfg->local_engine = xstrdup("auto");
 	cfg->socket_mode = 0600;
 	cfg->idle_exit_seconds = CONFIG_IDLE_EXIT_DEFAULT;
 	cfg->event_retention_days = 30;
-	cfg->stall_timeout_seconds = 120;
+	cfg->stall_timeout_seconds = 600;
 	return cfg;
 }
 
@@ -138,6 +140,37 @@ static int config_parse_int(const char *label, const char *value, long min, long
 		return -1;
 	}
 	*out = (int)n;
+	return 0;
+}
+
+/* A size in bytes, with an optional K, M, G or T (powers of 1024; "KiB", "MB" too). */
+static int config_parse_size(const char *label, const char *value, unsigned long long min,
+                             unsigned long long *out, char **err)
+{
+	static const char *const units = "KMGT";
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(value, &end, 10);
+	int shift = 0;
+	if (*end != '\0') {
+		const char *u = strchr(units, end[0] & ~0x20);
+		if (u != NULL && end[0] != '\0') {
+			shift = 10 * (int)(u - units + 1);
+			end++;
+			if (*end == 'i')
+				end++;
+			if (*end == 'B' || *end == 'b')
+				end++;
+		}
+	}
+	if (*value == '\0' || *value == '-' || *end != '\0' || errno != 0 ||
+	    (shift && n > (~0ULL >> shift)) || (n << shift) < min) {
+		*err = xasprintf("invalid %s '%s': expected a size in bytes of at least %llu, "
+		                 "optionally with K, M, G or T (e.g. 4G)",
+		                 label, value, min);
+		return -1;
+	}
+	*out = n << shift;
 	return 0;
 }
 
@@ -337,6 +370,11 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 		return config_parse_choice(label, value, engines, &cfg->local_engine, err);
 	if (strcmp(key, "max_concurrent") == 0)
 		return config_parse_int(label, value, 1, 64, &cfg->max_concurrent, err);
+	if (strcmp(key, "max_connections_per_user") == 0)
+		return config_parse_int(label, value, 1, 1000000, &cfg->max_connections_per_user,
+		                        err);
+	if (strcmp(key, "max_context_bytes") == 0)
+		return config_parse_size(label, value, 1024, &cfg->max_context_bytes, err);
 	if (strcmp(key, "idle_exit_seconds") == 0)
 		return config_parse_int(label, value, 0, 86400 * 365, &cfg->idle_exit_seconds, err);
 	if (strcmp(key, "event_retention_days") == 0)
@@ -924,6 +962,8 @@ int config_reload(struct config *cfg, char **err)
 	cfg->log_level = fresh->log_level;
 	cfg->local_build = fresh->local_build;
 	cfg->max_concurrent = fresh->max_concurrent;
+	cfg->max_context_bytes = fresh->max_context_bytes;
+	cfg->max_connections_per_user = fresh->max_connections_per_user;
 	cfg->idle_exit_seconds = fresh->idle_exit_seconds;
 	cfg->event_retention_days = fresh->event_retention_days;
 	cfg->stall_timeout_seconds = fresh->stall_timeout_seconds;

@@ -39,9 +39,13 @@ struct config {
 	int idle_exit_seconds; /* 0 = never; only when socket-activated: config_idle_exit */
 	int event_retention_days;
 	char *tmp_dir;
-	int stall_timeout_seconds; /* a silent build log stream is reconnected after this */
+	int stall_timeout_seconds; /* backstop: a silent build log stream is reconnected */
 	char *local_engine_args;   /* global options for the local engine, space-separated */
 	char *local_isolation;     /* podman/buildah --isolation, e.g. chroot; NULL = default */
+	unsigned long long max_context_bytes; /* cap on an archive and on what it unpacks to */
+	int max_connections_per_user; /* root and the admin group are not counted */
+
+	/* How the service is reached. */
 	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
 	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
 	char *no_proxy; /* hosts reached without the proxy; NULL = no_proxy from the environment */

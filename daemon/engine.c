@@ -221,9 +221,13 @@ char **engine_build_argv(enum engine_kind k, const struct engine_opts *o,
 		engine_vec_add(&a, "--isolation");
 		engine_vec_add(&a, b->isolation);
 	}
+	/* The name only: the engine takes the value from its environment, so a secret
+	 * passed as a build arg never shows in a process list. */
 	for (arg = b->build_args; arg != NULL && *arg != NULL; arg++) {
+		char *name = xstrndup(*arg, strcspn(*arg, "="));
 		engine_vec_add(&a, "--build-arg");
-		engine_vec_add(&a, *arg);
+		engine_vec_add(&a, name);
+		free(name);
 	}
 	engine_vec_add(&a, b->context_dir);
 	return a.v;

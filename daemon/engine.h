@@ -55,7 +55,9 @@ struct engine_build {
 	const char *dockerfile; /* relative to context_dir */
 	const char *platform;   /* "linux/amd64"; NULL leaves it to the engine */
 	const char *image_ref;
-	const char *const *build_args; /* "KEY=VALUE" strings, NULL-terminated; may be NULL */
+	const char *const *build_args; /* "KEY=VALUE" strings, NULL-terminated; may be NULL.
+	                                  Only KEY goes on the command line: the build's
+	                                  environment must carry KEY=VALUE */
 	const char *isolation;         /* --isolation for podman and buildah; NULL: default */
 };
 

@@ -42,7 +42,13 @@
 #define HTTP_DEFAULT_CONNECT_MS 10000L
 #define HTTP_MAX_HEADER_VALUE   1024
 #define HTTP_USER_AGENT         "snapbuild/" SNAPBUILD_VERSION
-#define HTTP_MAX_CA_BYTES       (16u << 20)
+/* TCP keepalive: probes after 30 s idle, every 15 s; 4 unanswered (the system's
+ * count, 9 on Linux, before libcurl 8.9) and the connection is dead. */
+#define HTTP_KEEPIDLE_S  30L
+#define HTTP_KEEPINTVL_S 15L
+#define HTTP_KEEPCNT     4L
+
+#define HTTP_MAX_CA_BYTES (16u << 20)
 
 struct http {
 	struct event_base *base;
@@ -527,6 +533,13 @@ static size_t http_header_cb(char *buf, size_t size, size_t nmemb, void *arg)
 		x->status = 0;
 		return n;
 	}
+	if (n <= 2 && x->on_data) {
+		/* the blank line ending the headers: tell a stream it was answered */
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+		if (x->status >= 200 && x->status < 300)
+			x->on_data(x->arg, x->status, "", 0);
+		return x->cancelled ? 0 : n;
+	}
 	if ((v = http_header_value(buf, n, "Retry-After")) != NULL) {
 		free(x->retry_after);
 		x->retry_after = v;
@@ -899,7 +912,15 @@ static const char *http_setup(struct http_xfer *x, const struct http_request *re
 	SETOPT(CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
 	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+	/* A dead peer (a vanished host, a NAT that forgot the connection) is found by TCP
+	 * keepalive within about HTTP_KEEPIDLE_S + HTTP_KEEPCNT * HTTP_KEEPINTVL_S, so a
+	 * log stream that is merely quiet need not be timed out. */
 	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+	SETOPT(CURLOPT_TCP_KEEPIDLE, HTTP_KEEPIDLE_S);
+	SETOPT(CURLOPT_TCP_KEEPINTVL, HTTP_KEEPINTVL_S);
+#if LIBCURL_VERSION_NUM >= 0x080900
+	SETOPT(CURLOPT_TCP_KEEPCNT, HTTP_KEEPCNT);
+#endif
 	/* HTTP/2 when the server offers it (ALPN); wait for a connection that may be
 	 * shared rather than open another one next to it */
 	SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);

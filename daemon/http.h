@@ -61,8 +61,9 @@ struct http_request {
 	bool own_connection;
 	/*
 	 * Streaming: a 2xx response's body is handed here as it arrives instead of
-	 * being buffered.  Other statuses are buffered as usual so that the completion
-	 * callback can report the server's error body.
+	 * being buffered, after one call with len 0 once its headers are complete.
+	 * Other statuses are buffered as usual so that the completion callback can
+	 * report the server's error body.
 	 */
 	void (*on_data)(void *arg, long status, const char *buf, size_t len);
 	void (*on_upload_progress)(void *arg, uint64_t sent, uint64_t total);

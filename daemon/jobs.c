@@ -4,7 +4,7 @@
  * flight, events not yet written, watchers, timers.
  *
  * The flow of a job:
- *   packing (worker thread) → queued → [scheduler] → remote: uploading → building
+ *   [archive taken in on a worker thread] → queued → [scheduler] → remote: uploading → building
  *   (log followed over SSE) → registering → aliasing → succeeded
  *   local: building → pushing → registering → …
  * and from any active state cancelling → cancelled, or failed.
@@ -38,7 +38,7 @@
 #include "engine.h"
 #include "localbuild.h"
 #include "log.h"
-#include "pack.h"
+#include "intake.h"
 #include "util.h"
 #include "worker.h"
 
@@ -61,19 +61,18 @@ struct job_watch {
 	bool gone; /* unwatched while events were being handed out: freed right after */
 };
 
-/* One packing run on a worker thread.  Outlives its job when the job is cancelled. */
-struct pack_task {
+/* One archive being taken in on a worker thread (intake.h), before any job exists. */
+struct jobs_intake {
+	TAILQ_ENTRY(jobs_intake) entry;
 	struct jobs *js;
-	struct job *job; /* NULL once orphaned */
-	struct pack_options opts;
-	struct pack_result result;
+	struct store_job *rec; /* the job to create once the archive is held */
+	int fd;                /* the client's archive, or -1 for an image job */
+	char *sha256;
+	struct intake_options opts;
+	struct intake_result result;
 	volatile int cancel;
-	int dirfd;
-	char *tmpdir; /* generated context of an image job, removed afterwards */
-	char *dockerfile;
-	char **warnings;
-	size_t nwarnings;
-	pthread_mutex_t lock;
+	jobs_submit_cb cb; /* called once, when the intake has ended */
+	void *arg;
 };
 
 struct job {
@@ -91,7 +90,6 @@ struct job {
 	TAILQ_HEAD(, job_watch) watches;
 	int emitting; /* inside the watchers' on_event calls */
 
-	struct pack_task *pack;
 	struct api_op *op;
 	struct localbuild *lb;
 	struct event *timer;
@@ -110,7 +108,7 @@ struct jobs {
 	TAILQ_HEAD(, job) active;
 	TAILQ_HEAD(, job) queue;
 	int nrunning;
-	int npacking;
+	TAILQ_HEAD(, jobs_intake) intakes;
 	struct event *sched_ev;
 	struct event *retention_ev;
 	char *spool_dir;
@@ -310,11 +308,6 @@ static void job_stop_backend(struct job *j)
 	}
 	if (j->timer)
 		evtimer_del(j->timer);
-	if (j->pack) {
-		j->pack->cancel = 1;
-		j->pack->job = NULL;
-		j->pack = NULL;
-	}
 	if (j->lb) {
 		localbuild_free(j->lb);
 		j->lb = NULL;
@@ -514,109 +507,6 @@ static void jobs_schedule_soon(struct jobs *js)
 	event_active(js->sched_ev, 0, 0);
 }
 
-/* --- packing -------------------------------------------------------------------- */
-
-static void pack_warning_cb(void *arg, const char *msg)
-{
-	struct pack_task *t = arg;
-	pthread_mutex_lock(&t->lock);
-	if (t->nwarnings < 1000) {
-		t->warnings = xrealloc(t->warnings, (t->nwarnings + 1) * sizeof(char *));
-		t->warnings[t->nwarnings++] = xstrdup(msg);
-	}
-	pthread_mutex_unlock(&t->lock);
-}
-
-static void pack_work(void *arg)
-{
-	struct pack_task *t = arg;
-	pack_run(&t->opts, &t->result);
-}
-
-static void rm_tree(const char *path);
-
-static void pack_task_free(struct pack_task *t)
-{
-	pack_result_clear(&t->result);
-	if (t->dirfd >= 0)
-		close(t->dirfd);
-	if (t->tmpdir) {
-		rm_tree(t->tmpdir);
-		free(t->tmpdir);
-	}
-	for (size_t i = 0; i < t->nwarnings; i++)
-		free(t->warnings[i]);
-	free(t->warnings);
-	free(t->dockerfile);
-	pthread_mutex_destroy(&t->lock);
-	free(t);
-}
-
-static void pack_done_cb(void *arg)
-{
-	struct pack_task *t = arg;
-	struct jobs *js = t->js;
-	struct job *j = t->job;
-	js->npacking--;
-	if (j == NULL) {
-		pack_task_free(t);
-		return;
-	}
-	j->pack = NULL;
-	for (size_t i = 0; i < t->nwarnings; i++)
-		job_warn(j, "pack", t->warnings[i]);
-	struct pack_result *r = &t->result;
-	if (r->status != PACK_OK) {
-		char *msg =
-		    xasprintf("packing the context failed: %s", r->error ? r->error : "cancelled");
-		job_fail(j, msg, "fix the context (the path is in the message) and submit again");
-		free(msg);
-		pack_task_free(t);
-		return;
-	}
-	set_str(&j->rec->spool_digest, r->sha256);
-	j->rec->spool_size = (int64_t)r->archive_size;
-	j->rec->file_count = (int64_t)r->file_count;
-	json_object *data = json_object_new_object();
-	json_object_object_add(data, "files", json_object_new_int64((int64_t)r->file_count));
-	json_object_object_add(data, "bytes", json_object_new_int64((int64_t)r->total_bytes));
-	json_object_object_add(data, "archive_bytes",
-	                       json_object_new_int64((int64_t)r->archive_size));
-	json_object_object_add(data, "sha256", json_object_new_string(r->sha256));
-	char *text =
-	    xasprintf("packed %llu files, %llu bytes → %llu bytes gzip'd (sha256 %.12s)",
-	              (unsigned long long)r->file_count, (unsigned long long)r->total_bytes,
-	              (unsigned long long)r->archive_size, r->sha256);
-	job_emit(j, "log", "pack", text, data);
-	free(text);
-	pack_task_free(t);
-	if (job_set_state(j, "queued") == 0)
-		job_enqueue(j);
-}
-
-/* Starts packing j's context from dirfd (taken) on a worker thread. */
-static void job_pack(struct job *j, int dirfd, char *tmpdir)
-{
-	struct pack_task *t = xcalloc(1, sizeof(*t));
-	pthread_mutex_init(&t->lock, NULL);
-	t->js = j->js;
-	t->job = j;
-	t->dirfd = dirfd;
-	t->tmpdir = tmpdir;
-	t->dockerfile = xstrdup(j->rec->dockerfile);
-	t->opts.dirfd = dirfd;
-	t->opts.dockerfile = t->dockerfile;
-	t->opts.out_dir = j->js->spool_dir;
-	t->opts.threads = 0;
-	t->opts.level = 6;
-	t->opts.cancel = &t->cancel;
-	t->opts.on_warning = pack_warning_cb;
-	t->opts.arg = t;
-	j->pack = t;
-	j->js->npacking++;
-	worker_run(j->js->d->base, pack_work, pack_done_cb, t);
-}
-
 static void rm_tree_at(int dfd, const char *name)
 {
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -641,30 +531,6 @@ static void rm_tree_at(int dfd, const char *name)
 static void rm_tree(const char *path)
 {
 	rm_tree_at(AT_FDCWD, path);
-}
-
-/* The one-line context the SDK builds for an image: FROM <image>. */
-static int image_context(struct jobs *js, const char *image, char **tmpdir, int *dirfd, char **err)
-{
-	char *dir = xasprintf("%s/image-XXXXXX", js->tmp_root);
-	if (mkdtemp(dir) == NULL) {
-		*err = xasprintf("cannot create a temporary directory under %s: %s", js->tmp_root,
-		                 strerror(errno));
-		free(dir);
-		return -1;
-	}
-	char *path = xasprintf("%s/Dockerfile", dir);
-	FILE *fp = fopen(path, "we");
-	free(path);
-	if (fp == NULL || fprintf(fp, "FROM %s\n", image) < 0 || fclose(fp) != 0) {
-		*err = xasprintf("cannot write the image's Dockerfile in %s", dir);
-		rm_tree(dir);
-		free(dir);
-		return -1;
-	}
-	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	*tmpdir = dir;
-	return 0;
 }
 
 /* --- remote backend --------------------------------------------------------------- */
@@ -786,6 +652,47 @@ static void follow_end_cb(void *arg, const struct api_error *err, bool done,
 	j->op = api_build_status(j->js->d->api, j->rec->build_id, status_done_cb, j);
 }
 
+/*
+ * Hands the follow the build lines already stored (as the builder sent them), so that
+ * after a restart a service that replays its log from the start without usable event
+ * ids is recognised and nothing is stored twice.  A job that was just uploaded has
+ * none.  When they cannot be read the follow starts without them: a replay would then
+ * repeat lines, which is better than failing a running build.
+ */
+static void remote_follow_seed(struct job *j)
+{
+	int64_t after = 0;
+	struct store_event *ev;
+	size_t n;
+	char *err = NULL;
+
+	do {
+		if (store_events_after(j->js->d->store, j->rec->id, after, 10000, &ev, &n, &err) <
+		    0) {
+			log_warnx("job %s: cannot read the stored log to recognise a replay: %s",
+			          j->rec->id, err);
+			free(err);
+			return;
+		}
+		for (size_t i = 0; i < n; i++) {
+			json_object *data = NULL, *raw = NULL;
+			const char *text = ev[i].text ? ev[i].text : "";
+
+			after = ev[i].seq;
+			if (strcmp(ev[i].kind, "log") != 0 || !ev[i].step ||
+			    strcmp(ev[i].step, "build") != 0)
+				continue;
+			if (ev[i].data_json && (data = json_tokener_parse(ev[i].data_json)) &&
+			    json_object_object_get_ex(data, "raw", &raw) &&
+			    json_object_is_type(raw, json_type_string))
+				text = json_object_get_string(raw);
+			api_follow_seed(j->op, text, strlen(text));
+			json_object_put(data);
+		}
+		store_event_array_free(ev, n);
+	} while (n == 10000);
+}
+
 static void remote_follow(struct job *j)
 {
 	static const struct api_follow_cbs cbs = {
@@ -794,6 +701,7 @@ static void remote_follow(struct job *j)
 	    .on_end = follow_end_cb,
 	};
 	j->op = api_build_follow(j->js->d->api, j->rec->build_id, j->rec->last_event_id, &cbs, j);
+	remote_follow_seed(j);
 }
 
 static void delete_done_cb(void *arg, const struct api_error *err)
@@ -1070,6 +978,7 @@ struct jobs *jobs_new(struct daemon *d)
 	js->d = d;
 	TAILQ_INIT(&js->active);
 	TAILQ_INIT(&js->queue);
+	TAILQ_INIT(&js->intakes);
 	js->sched_ev = event_new(d->base, -1, 0, jobs_sched_cb, js);
 	js->spool_dir = xasprintf("%s/spool", d->config->state_dir);
 	js->tmp_root = xstrdup(d->config->tmp_dir);
@@ -1121,14 +1030,15 @@ static void spool_gc(struct jobs *js, bool at_start)
 		if (spool_name(de->d_name, digest)) {
 			bool in_use = true;
 			if (store_spool_in_use(js->d->store, digest, &in_use, NULL) == 0 && !in_use)
-				remove = js->npacking == 0 || at_start;
+				remove = TAILQ_EMPTY(&js->intakes) || at_start;
 		} else if (at_start && str_has_prefix(de->d_name, "saved-")) {
-			/* context.inspect archives never fetched before the last stop */
+			/* archives an older daemon saved for context.inspect, which the client now
+			 * makes itself */
 			char *path = xasprintf("%s/%s", js->spool_dir, de->d_name);
 			rm_tree(path);
 			free(path);
 		} else {
-			remove = at_start; /* a temporary file of an interrupted pack */
+			remove = at_start; /* a temporary file of an interrupted intake */
 		}
 		if (remove) {
 			log_debug("spool: removing %s", de->d_name);
@@ -1156,20 +1066,8 @@ static void recover(struct jobs *js, struct store_job *rec)
 	 * them again under the same sequence numbers only if nothing is inserted first. */
 	log_info("job %s: recovering from state %s", rec->id, s);
 	if (strcmp(s, "packing") == 0) {
-		if (rec->image) {
-			char *tmpdir = NULL, *err = NULL;
-			int fd = -1;
-			if (image_context(js, rec->image, &tmpdir, &fd, &err) != 0) {
-				job_fail(j, err, NULL);
-				free(err);
-				return;
-			}
-			job_pack(j, fd, tmpdir);
-			return;
-		}
-		job_fail(j,
-		         "the daemon stopped while packing this job's context, and the context "
-		         "was passed as a file descriptor that cannot be reopened",
+		/* Only an older daemon, which packed contexts itself, left jobs in this state. */
+		job_fail(j, "the daemon stopped while packing this job's context",
 		         "submit the job again");
 		return;
 	}
@@ -1304,8 +1202,11 @@ void jobs_free(struct jobs *js)
 		job_end_watches(j);
 		job_free(j);
 	}
-	/* Packing threads poll their cancel flag; let them hand back before the loop goes. */
-	while (js->npacking > 0)
+	/* Intake threads poll their cancel flag; let them hand back before the loop goes. */
+	struct jobs_intake *in;
+	TAILQ_FOREACH(in, &js->intakes, entry)
+	in->cancel = 1;
+	while (!TAILQ_EMPTY(&js->intakes))
 		event_base_loop(js->d->base, EVLOOP_ONCE);
 	event_free(js->sched_ev);
 	if (js->retention_ev)
@@ -1316,14 +1217,9 @@ void jobs_free(struct jobs *js)
 	free(js);
 }
 
-const char *jobs_spool_dir(const struct jobs *js)
-{
-	return js->spool_dir;
-}
-
 bool jobs_idle(const struct jobs *js)
 {
-	return TAILQ_EMPTY(&js->active) && js->npacking == 0;
+	return TAILQ_EMPTY(&js->active) && TAILQ_EMPTY(&js->intakes);
 }
 
 bool jobs_local_engine(const struct jobs *js, const char **name, const char **error)
@@ -1363,32 +1259,130 @@ static struct store_job *record_for(const struct job_request *req, const char *s
 	return r;
 }
 
-int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
-                struct store_job **out, char **err)
+static void intake_work(void *arg)
 {
-	int dirfd = req->dirfd;
-	char *tmpdir = NULL;
-	if (req->image && image_context(js, req->image, &tmpdir, &dirfd, err) != 0)
-		return -1;
-	struct store_job *r = record_for(req, "packing", uid, gid);
+	struct jobs_intake *in = arg;
+	if (in->fd >= 0)
+		intake_run(&in->opts, &in->result);
+	else
+		intake_image_context(in->opts.spool_dir, in->rec->image, &in->result);
+}
+
+static void jobs_intake_free(struct jobs_intake *in)
+{
+	if (in->fd >= 0)
+		close(in->fd);
+	store_job_free(in->rec);
+	intake_result_clear(&in->result);
+	free(in->sha256);
+	free(in);
+}
+
+/* The archive is in the spool: the job exists from here on, queued. */
+static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
+                                     const struct intake_result *res, char **err)
+{
+	set_str(&r->spool_digest, res->sha256);
+	r->spool_size = (int64_t)res->archive_bytes;
+	r->file_count = (int64_t)res->file_count;
 	if (store_job_insert(js->d->store, r, err) != 0) {
 		store_job_free(r);
-		if (dirfd >= 0)
-			close(dirfd);
-		if (tmpdir) {
-			rm_tree(tmpdir);
-			free(tmpdir);
-		}
-		return -1;
+		return NULL;
 	}
 	struct job *j = job_new(js, r);
-	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)uid, r->backend,
+	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,
 	         r->context_desc);
-	job_log(j, "pack", "packing %s", r->context_desc);
-	*out = store_job_dup(r);
-	job_pack(j, dirfd, tmpdir);
+	json_object *data = json_object_new_object();
+	json_object_object_add(data, "files", json_object_new_int64((int64_t)res->file_count));
+	json_object_object_add(data, "bytes", json_object_new_int64((int64_t)res->total_bytes));
+	json_object_object_add(data, "archive_bytes",
+	                       json_object_new_int64((int64_t)res->archive_bytes));
+	json_object_object_add(data, "sha256", json_object_new_string(res->sha256));
+	char *text = xasprintf("context %s: %llu files, %llu bytes → %llu bytes gzip'd "
+	                       "(sha256 %.12s)",
+	                       r->context_desc, (unsigned long long)res->file_count,
+	                       (unsigned long long)res->total_bytes,
+	                       (unsigned long long)res->archive_bytes, res->sha256);
+	job_emit(j, "log", "pack", text, data);
+	free(text);
+	struct store_job *copy = store_job_dup(r);
+	/* A failed write fails (and frees) the job: only enqueue one that is still there. */
+	if (job_set_state(j, "queued") == 0)
+		job_enqueue(j);
 	daemon_status_update(js->d);
-	return 0;
+	return copy;
+}
+
+static void intake_done_cb(void *arg)
+{
+	struct jobs_intake *in = arg;
+	struct jobs *js = in->js;
+	struct intake_result *res = &in->result;
+	TAILQ_REMOVE(&js->intakes, in, entry);
+	if (js->stopping || in->cancel) {
+		/* An archive taken in all the same goes at the next spool collection. */
+		in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR,
+		       js->stopping ? "the daemon is stopping" : "cancelled",
+		       js->stopping ? "submit again once the daemon is back" : NULL);
+		jobs_intake_free(in);
+		return;
+	}
+	if (res->status != INTAKE_OK) {
+		in->cb(in->arg, NULL,
+		       res->status == INTAKE_INVALID ? JOBS_SUBMIT_INVALID : JOBS_SUBMIT_ERROR,
+		       res->error ? res->error : "cancelled", res->hint);
+		jobs_intake_free(in);
+		return;
+	}
+	char *err = NULL;
+	struct store_job *rec = in->rec, *job;
+	in->rec = NULL;
+	job = jobs_create(js, rec, res, &err);
+	if (job == NULL)
+		in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR, err, NULL);
+	else
+		in->cb(in->arg, job, JOBS_SUBMIT_OK, NULL, NULL);
+	store_job_free(job);
+	free(err);
+	jobs_intake_free(in);
+}
+
+struct jobs_intake *jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid,
+                                gid_t gid, jobs_submit_cb cb, void *arg)
+{
+	struct jobs_intake *in = xcalloc(1, sizeof(*in));
+	in->js = js;
+	in->fd = req->image ? -1 : req->archive_fd;
+	in->rec = record_for(req, "queued", uid, gid);
+	in->sha256 = xstrdup(req->archive_sha256 ? req->archive_sha256 : "");
+	in->opts = (struct intake_options){
+	    .fd = in->fd,
+	    .spool_dir = js->spool_dir,
+	    .dockerfile = in->rec->dockerfile,
+	    .max_bytes = js->d->config->max_context_bytes,
+	    .declared_bytes = req->archive_bytes,
+	    .declared_sha256 = in->sha256,
+	    .cancel = &in->cancel,
+	};
+	in->cb = cb;
+	in->arg = arg;
+	TAILQ_INSERT_TAIL(&js->intakes, in, entry);
+	if (worker_run(js->d->base, intake_work, intake_done_cb, in) == NULL) {
+		char *msg = xasprintf("cannot start a thread to take the context in: %s",
+		                      strerror(errno));
+		TAILQ_REMOVE(&js->intakes, in, entry);
+		cb(arg, NULL, JOBS_SUBMIT_ERROR, msg, "the daemon is short of threads or "
+		                                      "descriptors; try again, or raise its limits");
+		free(msg);
+		jobs_intake_free(in);
+		return NULL;
+	}
+	return in;
+}
+
+void jobs_submit_cancel(struct jobs_intake *in)
+{
+	in->cancel = 1;
 }
 
 int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gid,
@@ -1400,7 +1394,7 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 	}
 	/* The same request again, with the context already packed. */
 	struct job_request req = {
-	    .dirfd = -1,
+	    .archive_fd = -1,
 	    .context_desc = old->context_desc,
 	    .image = old->image,
 	    .dockerfile = old->dockerfile,

@@ -26,7 +26,9 @@ struct job_watch;
 
 /* What a client asks for; the methods layer has validated every field. */
 struct job_request {
-	int dirfd; /* context directory (owned by the engine from submit on), or -1 */
+	int archive_fd;             /* the client's packed context (taken), or -1 */
+	const char *archive_sha256; /* what the client says it wrote */
+	uint64_t archive_bytes;
 	const char *context_desc; /* shown to users: the client's path */
 	const char *image;        /* build FROM this image instead of a context */
 	const char *dockerfile;   /* relative to the context */
@@ -45,9 +47,27 @@ int jobs_start(struct jobs *js, char **err);
 /* Stops every backend (jobs stay in their durable state for the next start). */
 void jobs_free(struct jobs *js);
 
-/* New job in state "packing"; *out is a copy of its record.  Takes req->dirfd. */
-int jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid, gid_t gid,
-                struct store_job **out, char **err);
+enum jobs_submit_status {
+	JOBS_SUBMIT_OK = 0,
+	JOBS_SUBMIT_INVALID = 1, /* the archive is refused (error and hint say why) */
+	JOBS_SUBMIT_ERROR = 2,   /* the daemon's own failure: storage, threads */
+};
+/* The outcome of a submit: job (borrowed) when JOBS_SUBMIT_OK, else error and hint. */
+typedef void (*jobs_submit_cb)(void *arg, const struct store_job *job,
+                               enum jobs_submit_status status, const char *error,
+                               const char *hint);
+struct jobs_intake;
+/*
+ * A new job, once its archive is held: the client's archive (req->archive_fd, taken) is
+ * copied into the spool and checked on a worker thread (intake.h), or an image job's
+ * one-line context is written; then the job is created, queued, and cb called on the
+ * loop.  No job exists before that: an archive cut short or refused leaves nothing.
+ * cb runs exactly once; it may run before this returns (then NULL is returned).
+ */
+struct jobs_intake *jobs_submit(struct jobs *js, const struct job_request *req, uid_t uid,
+                                gid_t gid, jobs_submit_cb cb, void *arg);
+/* The caller is gone: stop the intake.  cb still runs, once, with an error. */
+void jobs_submit_cancel(struct jobs_intake *in);
 /* New job from the spooled context of an earlier one. */
 int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gid,
                struct store_job **out, char **err);
@@ -77,14 +97,11 @@ void jobs_unwatch(struct job_watch *w);
  * (-1 = all), and spool files nothing refers to any more. */
 int jobs_prune(struct jobs *js, int64_t uid, double before, int64_t *deleted, char **err);
 
-/* True when no job is active (for idle exit). */
+/* True when no job is active and no archive is being taken in (for idle exit). */
 bool jobs_idle(const struct jobs *js);
 
 /* The local engine found at start (name), or why none was. */
 bool jobs_local_engine(const struct jobs *js, const char **name, const char **error);
-
-/* Spool directory (<state_dir>/spool), for context.inspect --save. */
-const char *jobs_spool_dir(const struct jobs *js);
 
 bool job_state_terminal(const char *state);
 

@@ -63,7 +63,7 @@ struct localbuild {
 	char *image_ref, *registry_host;
 	char **build_args;
 	char *dir, *context_dir;
-	char **env, **auth_env;
+	char **env, **auth_env, **build_env;
 
 	enum localbuild_state state;
 	const char *step;
@@ -454,7 +454,7 @@ static void localbuild_step_build(struct localbuild *lb)
 	                         lb->isolation};
 
 	lb->state = LB_BUILD;
-	localbuild_run(lb, engine_build_argv(lb->engine, &o, &b), lb->env, NULL);
+	localbuild_run(lb, engine_build_argv(lb->engine, &o, &b), lb->build_env, NULL);
 }
 
 static void localbuild_step_auth(struct localbuild *lb)
@@ -600,6 +600,34 @@ static char **localbuild_make_env(struct localbuild *lb, const char *extra)
 	return env;
 }
 
+/*
+ * The build step's environment: the engine's own, plus each build arg's value (the
+ * command line names it only).  A build arg named like one of the engine's own
+ * variables (PATH, HOME, ...) would change how the engine runs: refused.
+ */
+static char *localbuild_make_build_env(struct localbuild *lb)
+{
+	size_t n = 0, nargs = 0;
+	while (lb->env[n] != NULL)
+		n++;
+	while (lb->build_args[nargs] != NULL)
+		nargs++;
+	lb->build_env = xcalloc(n + nargs + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		lb->build_env[i] = xstrdup(lb->env[i]);
+	for (size_t k = 0; k < nargs; k++) {
+		const char *arg = lb->build_args[k];
+		size_t len = strcspn(arg, "=");
+		for (size_t i = 0; i < n; i++)
+			if (strncmp(lb->env[i], arg, len) == 0 && lb->env[i][len] == '=')
+				return xasprintf("build arg '%.*s' cannot be passed to a local engine: "
+				                 "the engine's own environment uses that name",
+				                 (int)len, arg);
+		lb->build_env[n + k] = xstrdup(arg);
+	}
+	return NULL;
+}
+
 /* Job directory, parsed options and environments; NULL or an error message. */
 static char *localbuild_prepare(struct localbuild *lb)
 {
@@ -650,6 +678,8 @@ static char *localbuild_prepare(struct localbuild *lb)
 	if (err != NULL)
 		goto out;
 	lb->env = localbuild_make_env(lb, NULL);
+	if ((err = localbuild_make_build_env(lb)) != NULL)
+		goto out;
 	auth = engine_auth_env(lb->engine, lb->dir);
 	lb->auth_env = localbuild_make_env(lb, auth);
 	free(auth);
@@ -838,6 +868,7 @@ void localbuild_free(struct localbuild *lb)
 	engine_argv_free(lb->build_args);
 	free(lb->context_dir);
 	engine_argv_free(lb->env);
+	engine_argv_free(lb->build_env);
 	engine_argv_free(lb->auth_env);
 	free(lb->error);
 	free(lb->rmi_error);

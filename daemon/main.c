@@ -28,6 +28,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "protocol.h"
+#include "rpc.h"
 #include "server.h"
 #include "systemd.h"
 #include "store.h"
@@ -213,7 +214,7 @@ static void main_listen(struct daemon *d)
 {
 	char *err = NULL;
 
-	d->server = server_new(d);
+	d->server = server_new(d, &rpc_server_ops);
 	if (server_listen(d->server, &err) < 0)
 		fatalx("%s", err);
 }

@@ -233,21 +233,125 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 
 /* --- build.submit ---------------------------------------------------------------- */
 
+/*
+ * The archive descriptor a client passed: a regular file opened for reading.  A
+ * directory (or O_PATH) descriptor is what clients of the first protocol sent, when
+ * the daemon packed contexts itself; it never reads below one now.  False after
+ * replying.
+ */
+static bool archive_fd_ok(struct rpc_call *call, int fd)
+{
+	struct stat st;
+	int fl = fcntl(fd, F_GETFL);
+	const char *too_old =
+	    "this client is too old: update snapbuild (or libsnapbuild), which packs the "
+	    "context itself and passes the archive (proto/PROTOCOL.md, build.submit)";
+	if (fl < 0 || fstat(fd, &st) != 0) {
+		params_invalid(call, "the descriptor passed cannot be used: %s", strerror(errno));
+		return false;
+	}
+	if ((fl & O_PATH) == O_PATH || S_ISDIR(st.st_mode)) {
+		rpc_reply_error_hint(call, SB_ERR_CONTEXT,
+		                     "the daemon does not read context directories: pass the packed "
+		                     "context (a .tar.gz) as a regular file",
+		                     too_old);
+		return false;
+	}
+	if (!S_ISREG(st.st_mode) || (fl & O_ACCMODE) == O_WRONLY) {
+		rpc_reply_error_hint(call, SB_ERR_CONTEXT,
+		                     "the archive must be passed as a regular file opened for "
+		                     "reading (an unlinked temporary file or a memfd)",
+		                     too_old);
+		return false;
+	}
+	return true;
+}
+
+/* "archive": {"sha256": hex, "bytes": n}, what the client wrote.  False after replying. */
+static bool archive_param(struct rpc_call *call, json_object *params, const char **sha256,
+                          int64_t *bytes)
+{
+	json_object *a = NULL, *v = NULL;
+	if (!json_object_object_get_ex(params, "archive", &a) ||
+	    !json_object_is_type(a, json_type_object))
+		return params_invalid(call, "'archive' is required with the archive descriptor: "
+		                            "{\"sha256\": \"<hex>\", \"bytes\": <size>}");
+	if (!params_check(call, a, (const char *const[]){"sha256", "bytes", NULL}) ||
+	    !params_required_string(call, a, "sha256", sha256))
+		return false;
+	if (strlen(*sha256) != 64 || strspn(*sha256, "0123456789abcdef") != 64)
+		return params_invalid(call, "'archive.sha256' must be 64 lower-case hex digits");
+	*bytes = -1;
+	if (!params_int(call, a, "bytes", 0, INT64_MAX, bytes))
+		return false;
+	if (*bytes < 0 || !json_object_object_get_ex(a, "bytes", &v))
+		return params_invalid(call, "'archive.bytes' (the archive's size) is required");
+	return true;
+}
+
+/* Local builds run an engine on the caller's Dockerfile with the engine's privileges. */
+static bool local_allowed(struct rpc_call *call)
+{
+	struct daemon *d = rpc_call_daemon(call);
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	if (!d->config->local_build) {
+		rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED,
+		                     "local builds are off in this daemon",
+		                     "build remotely (the default), or turn them on with "
+		                     "local_build = true in the daemon's configuration "
+		                     "(TOGETHER_LOCAL_BUILD=1 in its environment)");
+		return false;
+	}
+	if (peer->uid != geteuid() && !access_is_admin(d->config, peer)) {
+		rpc_reply_error_hint(
+		    call, SB_ERR_PERMISSION_DENIED,
+		    "local builds on a shared daemon are only for root, the admin group and the "
+		    "daemon's own user: the engine runs your Dockerfile with its privileges",
+		    "build remotely (the default), or run a daemon of your own: systemctl --user "
+		    "enable --now snapbuildd.socket, then SNAPBUILD_SOCKET="
+		    "$XDG_RUNTIME_DIR/snapbuild/snapbuild.sock");
+		return false;
+	}
+	return true;
+}
+
+struct submit {
+	struct rpc_call *call;
+	struct jobs_intake *intake;
+};
+
+static void submit_close_cb(struct rpc_call *call, void *arg)
+{
+	(void)call;
+	struct submit *s = arg;
+	if (s->intake)
+		jobs_submit_cancel(s->intake);
+}
+
+static void submit_done_cb(void *arg, const struct store_job *job, enum jobs_submit_status status,
+                           const char *error, const char *hint)
+{
+	struct submit *s = arg;
+	if (status == JOBS_SUBMIT_OK)
+		rpc_reply(s->call, methods_job_json(rpc_call_daemon(s->call), job));
+	else
+		rpc_reply_error_hint(s->call,
+		                     status == JOBS_SUBMIT_INVALID ? SB_ERR_CONTEXT : SB_ERR_STORAGE,
+		                     error, hint);
+	free(s);
+}
+
 static void build_submit(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"context", "image",        "dockerfile", "alias",
-	                                    "tags",    "ttl",          "cache_key",  "build_args",
-	                                    "backend", "architecture", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int fd = rpc_call_take_fd(call);
 	char *tags = NULL, *build_args = NULL;
 	const char *context = NULL, *image = NULL, *dockerfile = NULL, *alias = NULL,
-	           *cache_key = NULL, *backend = NULL, *arch = NULL;
-	int64_t ttl = 0;
+	           *cache_key = NULL, *backend = NULL, *arch = NULL, *sha256 = NULL;
+	int64_t ttl = 0, bytes = 0;
 
-	if (!params_check(call, params, known) ||
-	    !params_string(call, params, "context", &context) ||
+	if (!params_string(call, params, "context", &context) ||
 	    !params_string(call, params, "image", &image) ||
 	    !params_string(call, params, "dockerfile", &dockerfile) ||
 	    !params_string(call, params, "alias", &alias) ||
@@ -261,8 +365,8 @@ static void build_submit(struct rpc_call *call, json_object *params)
 
 	if (!methods_have_key(call))
 		goto out;
-	if (image && (context || fd >= 0)) {
-		params_invalid(call, "'image' and 'context' exclude each other: give one");
+	if (image && (fd >= 0 || (params && json_object_object_get_ex(params, "archive", NULL)))) {
+		params_invalid(call, "'image' and a context archive exclude each other: give one");
 		goto out;
 	}
 	if (image && (*image == '\0' || strpbrk(image, " \t\r\n"))) {
@@ -273,10 +377,22 @@ static void build_submit(struct rpc_call *call, json_object *params)
 		params_invalid(call, "'dockerfile' makes no sense with 'image'");
 		goto out;
 	}
-	if (!image && !context && fd < 0) {
-		params_invalid(
-		    call, "'context' is required (or 'image'): pass the context directory as a "
-		          "file descriptor with SCM_RIGHTS");
+	if (!image && fd < 0) {
+		if (context)
+			rpc_reply_error_hint(
+			    call, SB_ERR_CONTEXT,
+			    "the daemon does not read context paths: pass the packed context (a "
+			    ".tar.gz) as a file descriptor with SCM_RIGHTS",
+			    "this client is too old: update snapbuild (or libsnapbuild), which packs "
+			    "the context itself (proto/PROTOCOL.md, build.submit)");
+		else
+			params_invalid(call, "a context archive (a file descriptor passed with "
+			                     "SCM_RIGHTS, and 'archive') or 'image' is required");
+		goto out;
+	}
+	if (context && (strlen(context) > 4096 || strchr(context, '\n'))) {
+		params_invalid(call, "'context' names the context for people: one line, at most "
+		                     "4096 bytes");
 		goto out;
 	}
 	if (dockerfile == NULL)
@@ -306,56 +422,21 @@ static void build_submit(struct rpc_call *call, json_object *params)
 		params_invalid(call, "'backend' must be \"remote\" or \"local\"");
 		goto out;
 	}
+	if (strcmp(backend, "local") == 0 && !local_allowed(call))
+		goto out;
 	if (arch == NULL)
 		arch = strcmp(backend, "local") == 0 ? host_architecture() : d->config->remote_arch;
 	if (strcmp(arch, "amd64") != 0 && strcmp(arch, "arm64") != 0) {
 		params_invalid(call, "'architecture' must be \"amd64\" or \"arm64\"");
 		goto out;
 	}
-
-	if (!image && fd < 0) {
-		/* A plain path is read with the daemon's rights: only for its own user. */
-		if (peer->uid != geteuid()) {
-			rpc_reply_error_hint(
-			    call, SB_ERR_PERMISSION_DENIED,
-			    "a context path is accepted only from the daemon's own user",
-			    "pass the directory as a file descriptor (SCM_RIGHTS), as "
-			    "the snapbuild CLI does");
-			goto out;
-		}
-		if (context[0] != '/') {
-			params_invalid(call, "'context' must be an absolute path");
-			goto out;
-		}
-		fd = open(context, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0) {
-			char *msg =
-			    xasprintf("cannot open context %s: %s", context, strerror(errno));
-			rpc_reply_error(call, SB_ERR_CONTEXT, msg, NULL);
-			free(msg);
-			goto out;
-		}
-	}
-	if (fd >= 0) {
-		struct stat st;
-		if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
-			rpc_reply_error_hint(call, SB_ERR_CONTEXT,
-			                     "the file descriptor passed is not a directory",
-			                     "pass the context directory, opened with O_DIRECTORY");
-			goto out;
-		}
-		if (fstatat(fd, dockerfile, &st, 0) != 0 || !S_ISREG(st.st_mode)) {
-			char *msg = xasprintf("no Dockerfile '%s' in the context", dockerfile);
-			rpc_reply_error_hint(
-			    call, SB_ERR_CONTEXT, msg,
-			    "give its path relative to the context with --dockerfile");
-			free(msg);
-			goto out;
-		}
-	}
+	if (fd >= 0 && (!archive_fd_ok(call, fd) || !archive_param(call, params, &sha256, &bytes)))
+		goto out;
 
 	struct job_request req = {
-	    .dirfd = fd,
+	    .archive_fd = fd,
+	    .archive_sha256 = sha256,
+	    .archive_bytes = (uint64_t)bytes,
 	    .context_desc = context,
 	    .image = image,
 	    .dockerfile = dockerfile,
@@ -367,16 +448,14 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	    .backend = backend,
 	    .architecture = arch,
 	};
-	struct store_job *job = NULL;
-	char *err = NULL;
+	struct submit *s = xcalloc(1, sizeof(*s));
+	s->call = call;
 	fd = -1; /* the engine owns it now, whatever happens */
-	if (jobs_submit(d->jobs, &req, peer->uid, peer->gid, &job, &err) != 0) {
-		rpc_reply_error(call, SB_ERR_STORAGE, err, NULL);
-		free(err);
-		goto out;
-	}
-	rpc_reply(call, methods_job_json(d, job));
-	store_job_free(job);
+	rpc_call_set_close_cb(call, submit_close_cb, s);
+	/* NULL: submit_done_cb has run and s is gone already. */
+	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
+	if (in != NULL)
+		s->intake = in;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -388,11 +467,9 @@ out:
 
 static void build_get(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	rpc_reply(call, methods_job_json(rpc_call_daemon(call), job));
 	store_job_free(job);
@@ -411,15 +488,13 @@ static bool state_known(const char *s)
 
 static void build_list(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"state", "limit", "cursor", "all_users", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int64_t limit = 50;
 	const char *cursor = NULL;
 	bool all = false;
 	const char *states[16] = {0};
-	if (!params_check(call, params, known) ||
-	    !params_int(call, params, "limit", 1, 1000, &limit) ||
+	if (!params_int(call, params, "limit", 1, 1000, &limit) ||
 	    !params_string(call, params, "cursor", &cursor) ||
 	    !params_bool(call, params, "all_users", &all))
 		return;
@@ -687,13 +762,11 @@ static void follow_start(struct rpc_call *call, const struct store_job *job, int
 
 static void build_logs(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", "after_seq", "follow", "limit", NULL};
 	const char *id;
 	int64_t after = 0, limit = 10000;
 	bool follow = false;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) ||
+	if (!params_required_string(call, params, "id", &id) ||
 	    !params_int(call, params, "after_seq", 0, INT64_MAX, &after) ||
 	    !params_int(call, params, "limit", 1, 100000, &limit) ||
 	    !params_bool(call, params, "follow", &follow) || !lookup_job(call, id, &job))
@@ -739,11 +812,9 @@ static void build_logs(struct rpc_call *call, json_object *params)
 
 static void build_wait(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	follow_start(call, job, job->last_seq, false);
 	store_job_free(job);
@@ -753,12 +824,10 @@ static void build_wait(struct rpc_call *call, json_object *params)
 
 static void build_cancel(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const char *id;
 	struct store_job *job = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	enum jobs_cancel_result rc = jobs_cancel(d->jobs, job->id, &err);
@@ -783,13 +852,11 @@ static void build_cancel(struct rpc_call *call, json_object *params)
 
 static void build_retry(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	const char *id;
 	struct store_job *job = NULL, *fresh = NULL;
-	if (!params_check(call, params, known) ||
-	    !params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
+	if (!params_required_string(call, params, "id", &id) || !lookup_job(call, id, &job))
 		return;
 	char *err = NULL;
 	if (!job_state_terminal(job->state)) {
@@ -797,6 +864,8 @@ static void build_retry(struct rpc_call *call, json_object *params)
 		rpc_reply_error_hint(call, SB_ERR_INVALID_STATE, msg,
 		                     "wait for it to finish, or cancel it first");
 		free(msg);
+	} else if (strcmp(job->backend, "local") == 0 && !local_allowed(call)) {
+		/* answered */
 	} else if (jobs_retry(d->jobs, job, peer->uid, peer->gid, &fresh, &err) != 0) {
 		rpc_reply_error_hint(call, SB_ERR_CONTEXT, err, "submit the context again");
 	} else {
@@ -809,13 +878,11 @@ static void build_retry(struct rpc_call *call, json_object *params)
 
 static void build_prune(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"older_than", "all_users", NULL};
 	struct daemon *d = rpc_call_daemon(call);
 	const struct rpc_peer *peer = rpc_call_peer(call);
 	int64_t older = 0, deleted = 0;
 	bool all = false;
-	if (!params_check(call, params, known) ||
-	    !params_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
+	if (!params_int(call, params, "older_than", 0, INT64_MAX / 2, &older) ||
 	    !params_bool(call, params, "all_users", &all))
 		return;
 	if (all && !access_is_admin(d->config, peer)) {
@@ -837,7 +904,15 @@ static void build_prune(struct rpc_call *call, json_object *params)
 }
 
 const struct rpc_method methods_build[] = {
-    {"build.submit", build_submit}, {"build.get", build_get},     {"build.list", build_list},
-    {"build.logs", build_logs},     {"build.wait", build_wait},   {"build.cancel", build_cancel},
-    {"build.retry", build_retry},   {"build.prune", build_prune}, {NULL, NULL},
+    {"build.submit", build_submit,
+     RPC_PARAMS("context", "image", "dockerfile", "alias", "tags", "ttl", "cache_key", "build_args",
+                "backend", "architecture", "archive")},
+    {"build.get", build_get, RPC_PARAMS("id")},
+    {"build.list", build_list, RPC_PARAMS("state", "limit", "cursor", "all_users")},
+    {"build.logs", build_logs, RPC_PARAMS("id", "after_seq", "follow", "limit")},
+    {"build.wait", build_wait, RPC_PARAMS("id")},
+    {"build.cancel", build_cancel, RPC_PARAMS("id")},
+    {"build.retry", build_retry, RPC_PARAMS("id")},
+    {"build.prune", build_prune, RPC_PARAMS("older_than", "all_users")},
+    {NULL, NULL, NULL},
 };

@@ -120,7 +120,8 @@ static void methods_daemon_version(struct rpc_call *call, json_object *params)
 }
 
 const struct rpc_method methods_daemon[] = {
-    {"daemon.info", methods_daemon_info},
-    {"daemon.version", methods_daemon_version},
-    {NULL, NULL},
+    /* Any params are ignored, as the first protocol documented. */
+    {"daemon.info", methods_daemon_info, NULL},
+    {"daemon.version", methods_daemon_version, NULL},
+    {NULL, NULL, NULL},
 };

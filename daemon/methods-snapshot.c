@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "access.h"
+#include "alias.h"
 #include "api.h"
 #include "config.h"
 #include "daemon.h"
@@ -29,7 +30,6 @@
 #include "protocol.h"
 #include "util.h"
 
-#define SNAP_JOB_TAG "snapbuild.job"
 
 enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
 
@@ -171,21 +171,8 @@ static void snap_req_close_cb(struct rpc_call *call, void *arg)
  * of the caller's own jobs (still in the daemon's records). */
 static bool snap_may_change(struct snap_req *r, json_object *s)
 {
-	json_object *tags = NULL;
-	struct store_job *job = NULL;
-	const char *job_id;
-	bool owner;
-
-	if (r->privileged)
-		return true;
-	if (!json_object_object_get_ex(s, "tags", &tags) ||
-	    (job_id = snap_jstr(tags, SNAP_JOB_TAG)) == NULL || r->d->jobs == NULL ||
-	    jobs_get(r->d->jobs, job_id, &job, NULL) != 0)
-		return false;
-	/* exact: a tag naming only a prefix of someone's job id proves nothing */
-	owner = strcmp(job->id, job_id) == 0 && (int64_t)rpc_call_peer(r->call)->uid == job->uid;
-	store_job_free(job);
-	return owner;
+	return r->privileged ||
+	       alias_snapshot_built_by(r->d->store, s, rpc_call_peer(r->call)->uid);
 }
 
 static void snap_deny(struct snap_req *r, const char *id)
@@ -193,8 +180,10 @@ static void snap_deny(struct snap_req *r, const char *id)
 	char *msg = xasprintf("snapshot %s was not built by one of your jobs", id);
 
 	snap_reply_error(r, SB_ERR_PERMISSION_DENIED, msg,
-	                 "only root, the admin group, the daemon's own user and the owner of the "
-	                 "job that built a snapshot may change it or its aliases");
+	                 r->kind == SNAP_ALIAS && r->holder_id != NULL
+	                     ? ALIAS_TAKEN_HINT
+	                     : "only root, the admin group, the daemon's own user and the owner "
+	                       "of the job that built a snapshot may change it or its aliases");
 	free(msg);
 }
 
@@ -342,7 +331,6 @@ bool methods_have_key(struct rpc_call *call)
 
 static void snapshot_list(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"limit", "cursor", "tags", "exclude_retired", NULL};
 	json_object *tags = NULL;
 	const char *cursor = NULL;
 	bool exclude = false;
@@ -350,7 +338,7 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 	struct snap_req *r;
 	char *query, *next, *ek, *ev;
 
-	if (!params_check(call, params, known) || !params_string(call, params, "cursor", &cursor) ||
+	if (!params_string(call, params, "cursor", &cursor) ||
 	    !params_int(call, params, "limit", 1, 100, &limit) ||
 	    !params_bool(call, params, "exclude_retired", &exclude) ||
 	    !params_string_map(call, params, "tags", NULL, &tags))
@@ -401,11 +389,10 @@ static void snapshot_list(struct rpc_call *call, json_object *params)
 
 static void snapshot_get(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *ref;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
@@ -430,11 +417,10 @@ static void snap_start_change(struct snap_req *r, const char *ref)
 
 static void snapshot_alias(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", "alias", NULL};
 	const char *ref, *alias;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
@@ -444,11 +430,10 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 
 static void snapshot_unalias(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"alias", NULL};
 	const char *alias;
 	struct snap_req *r;
 
-	if (!params_check(call, params, known) || !snap_get_alias(call, params, &alias) ||
+	if (!snap_get_alias(call, params, &alias) ||
 	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
@@ -460,17 +445,19 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 
 static void snapshot_retire(struct rpc_call *call, json_object *params)
 {
-	static const char *const known[] = {"id", NULL};
 	const char *ref;
 
-	if (!params_check(call, params, known) || !snap_get_ref(call, params, "id", &ref) ||
+	if (!snap_get_ref(call, params, "id", &ref) ||
 	    !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
 }
 
 const struct rpc_method methods_snapshot[] = {
-    {"snapshot.list", snapshot_list},     {"snapshot.get", snapshot_get},
-    {"snapshot.alias", snapshot_alias},   {"snapshot.unalias", snapshot_unalias},
-    {"snapshot.retire", snapshot_retire}, {NULL, NULL},
+    {"snapshot.list", snapshot_list, RPC_PARAMS("limit", "cursor", "tags", "exclude_retired")},
+    {"snapshot.get", snapshot_get, RPC_PARAMS("id")},
+    {"snapshot.alias", snapshot_alias, RPC_PARAMS("id", "alias")},
+    {"snapshot.unalias", snapshot_unalias, RPC_PARAMS("alias")},
+    {"snapshot.retire", snapshot_retire, RPC_PARAMS("id")},
+    {NULL, NULL, NULL},
 };

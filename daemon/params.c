@@ -30,16 +30,8 @@ bool params_check(struct rpc_call *call, json_object *params, const char *const 
 		return true;
 	if (!json_object_is_type(params, json_type_object))
 		return params_invalid(call, "params must be an object");
-	json_object_object_foreach(params, key, val)
-	{
-		(void)val;
-		bool ok = false;
-		for (size_t i = 0; known[i] && !ok; i++)
-			ok = strcmp(known[i], key) == 0;
-		if (!ok)
-			return params_invalid(call, "unknown parameter '%.64s'", key);
-	}
-	return true;
+	const char *bad = rpc_params_unknown(params, known);
+	return bad == NULL || params_invalid(call, "unknown parameter '%.64s'", bad);
 }
 
 /* The member, or NULL when absent or JSON null. */

@@ -15,7 +15,9 @@ struct rpc_call;
 /* Answers -32602 with the formatted message; always false. */
 bool params_invalid(struct rpc_call *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* params absent, or an object holding only the known keys (NULL-terminated list). */
+/* params absent, or an object holding only the known keys (NULL-terminated list).
+ * Top-level params are checked by dispatch from the method table (rpc.h); this is for
+ * objects nested in them. */
 bool params_check(struct rpc_call *call, json_object *params, const char *const *known);
 /* An optional string: *out NULL when absent or null. */
 bool params_string(struct rpc_call *call, json_object *params, const char *key, const char **out);

@@ -68,7 +68,7 @@ bool rpc_method_exists(const char *name)
 	return rpc_method_find(name) != NULL;
 }
 
-struct rpc_conn *rpc_conn_new(struct server_conn *sc)
+static struct rpc_conn *rpc_conn_new(struct server_conn *sc)
 {
 	struct rpc_conn *rc = xcalloc(1, sizeof(*rc));
 	rc->sc = sc;
@@ -76,7 +76,7 @@ struct rpc_conn *rpc_conn_new(struct server_conn *sc)
 	return rc;
 }
 
-void rpc_conn_free(struct rpc_conn *rc)
+static void rpc_conn_free(struct rpc_conn *rc)
 {
 	if (rc == NULL)
 		return;
@@ -86,7 +86,7 @@ void rpc_conn_free(struct rpc_conn *rc)
 	free(rc);
 }
 
-size_t rpc_conn_pending(const struct rpc_conn *rc)
+static size_t rpc_conn_pending(const struct rpc_conn *rc)
 {
 	return rc->ncalls;
 }
@@ -232,7 +232,7 @@ void rpc_call_set_close_cb(struct rpc_call *call, void (*cb)(struct rpc_call *ca
 	call->close_arg = arg;
 }
 
-void rpc_conn_closed(struct rpc_conn *rc)
+static void rpc_conn_closed(struct rpc_conn *rc)
 {
 	struct rpc_call *call;
 
@@ -252,6 +252,20 @@ void rpc_conn_closed(struct rpc_conn *rc)
 }
 
 /* Runs one valid entry; fd (owned, may be -1) goes to its call. */
+const char *rpc_params_unknown(json_object *params, const char *const *known)
+{
+	json_object_object_foreach(params, key, val)
+	{
+		(void)val;
+		bool ok = false;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok)
+			return key;
+	}
+	return NULL;
+}
+
 static void rpc_dispatch(struct rpc_conn *rc, const struct jsonrpc_request *r, struct rpc_batch *b,
                          size_t slot, int fd)
 {
@@ -280,10 +294,23 @@ static void rpc_dispatch(struct rpc_conn *rc, const struct jsonrpc_request *r, s
 	server_conn_ref(rc->sc);
 	log_debug("%s from pid %d uid %u", m->name, (int)rpc_call_peer(call)->pid,
 	          (unsigned)rpc_call_peer(call)->uid);
+	if (m->params != NULL && r->params != NULL) {
+		const char *bad = NULL;
+		char *msg = NULL;
+		if (!json_object_is_type(r->params, json_type_object))
+			msg = xstrdup("params must be an object");
+		else if ((bad = rpc_params_unknown(r->params, m->params)) != NULL)
+			msg = xasprintf("unknown parameter '%.64s'", bad);
+		if (msg != NULL) {
+			rpc_reply_error(call, JSONRPC_INVALID_PARAMS, msg, NULL);
+			free(msg);
+			return;
+		}
+	}
 	m->handler(call, r->params);
 }
 
-void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd)
+static void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd)
 {
 	struct jsonrpc_message msg;
 	struct rpc_batch *b;
@@ -328,7 +355,7 @@ out:
 	jsonrpc_message_clear(&msg);
 }
 
-void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
+static void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
 {
 	json_object *data = json_object_new_object();
 	json_object *err;
@@ -338,3 +365,42 @@ void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail)
 	server_conn_send(rc->sc, err);
 	json_object_put(err);
 }
+
+static void *rpc_ops_conn_new(struct server_conn *sc)
+{
+	return rpc_conn_new(sc);
+}
+
+static void rpc_ops_conn_free(void *rc)
+{
+	rpc_conn_free(rc);
+}
+
+static void rpc_ops_input(void *rc, const char *line, size_t len, int fd)
+{
+	rpc_conn_input(rc, line, len, fd);
+}
+
+static void rpc_ops_reject(void *rc, int code, const char *detail)
+{
+	rpc_conn_reject(rc, code, detail);
+}
+
+static void rpc_ops_closed(void *rc)
+{
+	rpc_conn_closed(rc);
+}
+
+static size_t rpc_ops_pending(const void *rc)
+{
+	return rpc_conn_pending(rc);
+}
+
+const struct server_ops rpc_server_ops = {
+    .conn_new = rpc_ops_conn_new,
+    .conn_free = rpc_ops_conn_free,
+    .input = rpc_ops_input,
+    .reject = rpc_ops_reject,
+    .closed = rpc_ops_closed,
+    .pending = rpc_ops_pending,
+};

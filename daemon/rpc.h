@@ -14,15 +14,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "peer.h"
+#include "server.h"
+
 struct rpc_call; /* one request in flight */
 struct daemon;   /* daemon/daemon.h */
 struct server_conn;
 
-struct rpc_peer {
-	uid_t uid;
-	gid_t gid;
-	pid_t pid;
-};
 
 /* params: borrowed, may be NULL (absent); an object or an array otherwise. */
 typedef void (*rpc_handler)(struct rpc_call *call, json_object *params);
@@ -30,7 +28,16 @@ typedef void (*rpc_handler)(struct rpc_call *call, json_object *params);
 struct rpc_method {
 	const char *name; /* "family.verb" */
 	rpc_handler handler;
+	/* The keys params may hold, NULL-terminated (RPC_PARAMS): dispatch answers -32602
+	 * for params that are not an object or hold another key, before the handler runs.
+	 * NULL: the handler takes anything. */
+	const char *const *params;
 };
+
+#define RPC_PARAMS(...) ((const char *const[]){__VA_ARGS__ __VA_OPT__(, ) NULL})
+
+/* The first key of params (an object) not in known, or NULL when there is none. */
+const char *rpc_params_unknown(json_object *params, const char *const *known);
 
 struct daemon *rpc_call_daemon(struct rpc_call *call);
 const struct rpc_peer *rpc_call_peer(const struct rpc_call *call);
@@ -69,20 +76,8 @@ size_t rpc_call_output_pending(const struct rpc_call *call);
 void rpc_call_set_close_cb(struct rpc_call *call, void (*cb)(struct rpc_call *call, void *arg),
                            void *arg);
 
-/* --- used by the server (daemon/server.c) --- */
-
-struct rpc_conn; /* dispatch state of one connection */
-
-struct rpc_conn *rpc_conn_new(struct server_conn *sc);
-void rpc_conn_free(struct rpc_conn *rc);
-/* One framed line; fd (owned, -1 = none) came with it. */
-void rpc_conn_input(struct rpc_conn *rc, const char *line, size_t len, int fd);
-/* A line the framing refused (oversize, bad UTF-8): answered with an error, id null. */
-void rpc_conn_reject(struct rpc_conn *rc, int code, const char *detail);
-/* The connection is gone: run the close callbacks of its pending calls. */
-void rpc_conn_closed(struct rpc_conn *rc);
-/* Calls still waiting for their answer. */
-size_t rpc_conn_pending(const struct rpc_conn *rc);
+/* The server's side of dispatch: hand these to server_new (daemon/server.h). */
+extern const struct server_ops rpc_server_ops;
 
 /* True when some method table holds name. */
 bool rpc_method_exists(const char *name);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -27,13 +28,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "access.h"
 #include "config.h"
 #include "daemon.h"
 #include "frame.h"
 #include "jsonrpc.h"
 #include "log.h"
 #include "protocol.h"
-#include "rpc.h"
+#include "peer.h"
 #include "systemd.h"
 #include "util.h"
 
@@ -41,6 +43,21 @@
 #define SERVER_MAX_PENDING_FDS 8 /* received fds waiting for their line to be read */
 #define SERVER_ACCEPT_BURST    64
 #define SERVER_DROP_LINGER_SEC 5 /* a dropped client's last chance to read the notice */
+/* Descriptors kept for the daemon's own work (database, spool, HTTP, children). */
+#define SERVER_FD_RESERVE 64
+/* Of the connections left, these are only for root and the admin group. */
+#define SERVER_ADMIN_RESERVE 16
+/* Unfinished input (a line not yet ended) one user may keep across its connections. */
+#define SERVER_MAX_PARTIAL_PER_USER (16 * SNAPBUILD_MAX_MESSAGE)
+/* A listener paused at the descriptor limit looks again after this, at the latest. */
+#define SERVER_ACCEPT_RETRY_SEC 1
+
+/* Connections and unfinished input of one uid. */
+struct server_user {
+	uid_t uid;
+	size_t nconns;
+	size_t partial; /* bytes of unfinished lines held for its connections */
+};
 
 struct server_fd {
 	int fd;
@@ -55,7 +72,9 @@ struct server_conn {
 	struct frame_reader *fr;
 	struct evbuffer *out;
 	struct rpc_peer peer;
-	struct rpc_conn *rpc;
+	bool admin;     /* root or the admin group: outside the per-user limits */
+	size_t partial; /* this connection's share of its user's partial input */
+	void *rpc;      /* the dispatch layer's state (server_ops) */
 	int refs;
 	bool open;
 	bool read_eof; /* the client shut down its side; finish what is owed, then close */
@@ -70,6 +89,7 @@ TAILQ_HEAD(server_conn_list, server_conn);
 
 struct server {
 	struct daemon *d;
+	const struct server_ops *ops;
 	int listen_fd;
 	struct event *accept_ev;
 	struct event *accept_resume_ev;
@@ -83,6 +103,10 @@ struct server {
 	struct server_conn_list conns;
 	struct server_conn_list dead;
 	size_t nconns;
+	size_t max_conns; /* from RLIMIT_NOFILE, less SERVER_FD_RESERVE */
+	bool accept_paused;
+	struct server_user *users;
+	size_t nusers;
 	unsigned long long next_id;
 	void (*count_cb)(struct server *s, void *arg);
 	void *count_arg;
@@ -91,6 +115,7 @@ struct server {
 
 static void server_conn_close(struct server_conn *c);
 static void server_conn_flush(struct server_conn *c);
+static bool server_conn_charge(struct server_conn *c);
 
 static void server_gc_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -101,17 +126,18 @@ static void server_gc_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((c = TAILQ_FIRST(&s->dead)) != NULL) {
 		TAILQ_REMOVE(&s->dead, c, entry);
-		rpc_conn_free(c->rpc);
+		c->server->ops->conn_free(c->rpc);
 		frame_reader_free(c->fr);
 		evbuffer_free(c->out);
 		free(c);
 	}
 }
 
-struct server *server_new(struct daemon *d)
+struct server *server_new(struct daemon *d, const struct server_ops *ops)
 {
 	struct server *s = xcalloc(1, sizeof(*s));
 	s->d = d;
+	s->ops = ops;
 	s->listen_fd = -1;
 	s->lock_fd = -1;
 	TAILQ_INIT(&s->conns);
@@ -206,7 +232,7 @@ static int server_conn_take_fd(struct server_conn *c, uint64_t line_no)
 static void server_conn_maybe_finish(struct server_conn *c)
 {
 	if (c->open && c->read_eof && evbuffer_get_length(c->out) == 0 &&
-	    rpc_conn_pending(c->rpc) == 0)
+	    c->server->ops->pending(c->rpc) == 0)
 		server_conn_close(c);
 }
 
@@ -258,7 +284,7 @@ static void server_conn_drop(struct server_conn *c, const char *reason)
 	server_conn_close_fds(c, true, 0);
 	c->linger_ev = evtimer_new(c->server->d->base, server_conn_linger_cb, c);
 	evtimer_add(c->linger_ev, &tv);
-	rpc_conn_closed(c->rpc);
+	c->server->ops->closed(c->rpc);
 	server_conn_flush(c);
 }
 
@@ -347,17 +373,19 @@ static void server_conn_frames(struct server_conn *c)
 	while (c->open && !c->dropped && !c->server->d->stopping && frame_reader_next(c->fr, &f)) {
 		switch (f.type) {
 		case FRAME_LINE:
-			rpc_conn_input(c->rpc, f.data, f.len, server_conn_take_fd(c, f.line_no));
+			c->server->ops->input(c->rpc, f.data, f.len,
+			                      server_conn_take_fd(c, f.line_no));
 			break;
 		case FRAME_OVERSIZE:
 			server_conn_close_fds(c, false, f.line_no);
 			detail = xasprintf("message longer than %d bytes", SNAPBUILD_MAX_MESSAGE);
-			rpc_conn_reject(c->rpc, JSONRPC_INVALID_REQUEST, detail);
+			c->server->ops->reject(c->rpc, JSONRPC_INVALID_REQUEST, detail);
 			free(detail);
 			break;
 		case FRAME_BAD_UTF8:
 			server_conn_close_fds(c, false, f.line_no);
-			rpc_conn_reject(c->rpc, JSONRPC_PARSE_ERROR, "message is not valid UTF-8");
+			c->server->ops->reject(c->rpc, JSONRPC_PARSE_ERROR,
+			                       "message is not valid UTF-8");
 			break;
 		case FRAME_NONE:
 			break;
@@ -405,6 +433,13 @@ static void server_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	line_no = n > 0 ? frame_reader_feed(c->fr, c->server->rbuf, (size_t)n) : 0;
+	if (n > 0 && !server_conn_charge(c)) {
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
+			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+					close(((int *)(void *)CMSG_DATA(cm))[i]);
+		return;
+	}
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -429,8 +464,92 @@ static void server_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	server_conn_frames(c);
+	if (c->open && !c->dropped)
+		server_conn_charge(c);
 	if (c->open)
 		server_conn_flush(c);
+}
+
+/* --- per-user limits --- */
+
+static struct server_user *server_user(struct server *s, uid_t uid)
+{
+	for (size_t i = 0; i < s->nusers; i++)
+		if (s->users[i].uid == uid)
+			return &s->users[i];
+	s->users = xrealloc(s->users, (s->nusers + 1) * sizeof(*s->users));
+	s->users[s->nusers] = (struct server_user){.uid = uid};
+	return &s->users[s->nusers++];
+}
+
+static void server_user_release(struct server *s, struct server_conn *c)
+{
+	struct server_user *u = server_user(s, c->peer.uid);
+	u->nconns--;
+	u->partial -= c->partial;
+	c->partial = 0;
+	if (u->nconns == 0)
+		*u = s->users[--s->nusers];
+}
+
+/* After a read: charge the connection's unfinished line to its user.  False when the
+ * user is over its bound (the connection is then dropped). */
+static bool server_conn_charge(struct server_conn *c)
+{
+	struct server *s = c->server;
+	size_t now = frame_reader_pending(c->fr);
+	struct server_user *u = server_user(s, c->peer.uid);
+	u->partial = u->partial - c->partial + now;
+	c->partial = now;
+	if (c->admin || u->partial <= SERVER_MAX_PARTIAL_PER_USER)
+		return true;
+	char *reason = xasprintf("uid %u holds more than %d bytes of unfinished messages across "
+	                         "its connections; end each message with a newline",
+	                         (unsigned)c->peer.uid, SERVER_MAX_PARTIAL_PER_USER);
+	server_conn_drop(c, reason);
+	free(reason);
+	return false;
+}
+
+/* The limit a new connection of peer would break, or NULL. */
+static char *server_over_limit(struct server *s, const struct rpc_peer *peer, bool admin)
+{
+	const struct config *cfg = s->d->config;
+	if (s->nconns >= s->max_conns)
+		return xasprintf("the daemon is at its limit of %zu connections", s->max_conns);
+	if (admin)
+		return NULL;
+	if (s->nconns + SERVER_ADMIN_RESERVE >= s->max_conns)
+		return xasprintf("the daemon is near its limit of %zu connections (the rest are kept "
+		                 "for root and the admin group)",
+		                 s->max_conns);
+	struct server_user *u = server_user(s, peer->uid);
+	size_t mine = u->nconns;
+	if (mine == 0)
+		*u = s->users[--s->nusers]; /* looked up only */
+	if (mine >= (size_t)cfg->max_connections_per_user)
+		return xasprintf("uid %u has %zu connections open, the most one user may have "
+		                 "(max_connections_per_user = %d)",
+		                 (unsigned)peer->uid, mine, cfg->max_connections_per_user);
+	return NULL;
+}
+
+/* One JSON-RPC error line on a connection that is not taken, then close it. */
+static void server_refuse(int fd, const char *why)
+{
+	json_object *data = json_object_new_object();
+	json_object_object_add(data, "hint",
+	                       json_object_new_string("close connections you no longer use, or "
+	                                              "ask the daemon's administrator to raise "
+	                                              "the limit"));
+	json_object *msg = jsonrpc_error_response_new(NULL, SB_ERR_BUSY, why, data);
+	size_t len;
+	const char *text = jsonrpc_to_string(msg, &len);
+	struct iovec iov[2] = {{(void *)text, len}, {"\n", 1}};
+	ssize_t n = writev(fd, iov, 2);
+	(void)n; /* best effort: the socket is new and its buffer empty */
+	json_object_put(msg);
+	close(fd);
 }
 
 static void server_count_changed(struct server *s)
@@ -460,7 +579,14 @@ static void server_conn_close(struct server_conn *c)
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
 	TAILQ_REMOVE(&s->conns, c, entry);
 	s->nconns--;
-	rpc_conn_closed(c->rpc);
+	server_user_release(s, c);
+	if (s->accept_paused && s->listen_fd >= 0) {
+		/* A descriptor is free again: take the connections that waited. */
+		s->accept_paused = false;
+		event_del(s->accept_resume_ev);
+		event_active(s->accept_resume_ev, 0, 0);
+	}
+	c->server->ops->closed(c->rpc);
 	server_conn_unref(c);
 	server_count_changed(s);
 }
@@ -476,18 +602,28 @@ static void server_conn_new(struct server *s, int fd)
 		close(fd);
 		return;
 	}
+	struct rpc_peer peer = {cred.uid, cred.gid, cred.pid};
+	bool admin = access_is_admin(s->d->config, &peer);
+	char *why = server_over_limit(s, &peer, admin);
+	if (why != NULL) {
+		log_debug("refusing a connection from pid %d uid %u: %s", (int)cred.pid,
+		          (unsigned)cred.uid, why);
+		server_refuse(fd, why);
+		free(why);
+		return;
+	}
 	c = xcalloc(1, sizeof(*c));
 	c->server = s;
 	c->id = ++s->next_id;
 	c->fd = fd;
-	c->peer.uid = cred.uid;
-	c->peer.gid = cred.gid;
-	c->peer.pid = cred.pid;
+	c->peer = peer;
+	c->admin = admin;
+	server_user(s, peer.uid)->nconns++;
 	c->refs = 1; /* the socket's own reference, dropped on close */
 	c->open = true;
 	c->fr = frame_reader_new(SNAPBUILD_MAX_MESSAGE);
 	c->out = evbuffer_new();
-	c->rpc = rpc_conn_new(c);
+	c->rpc = s->ops->conn_new(c);
 	c->rev = event_new(s->d->base, fd, EV_READ | EV_PERSIST, server_conn_read_cb, c);
 	c->wev = event_new(s->d->base, fd, EV_WRITE, server_conn_write_cb, c);
 	event_add(c->rev, NULL);
@@ -503,6 +639,7 @@ static void server_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
 	struct server *s = arg;
 	(void)fd;
 	(void)what;
+	s->accept_paused = false;
 	if (s->listen_fd >= 0)
 		event_add(s->accept_ev, NULL);
 }
@@ -519,9 +656,12 @@ static void server_accept_cb(evutil_socket_t lfd, short what, void *arg)
 				continue;
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
-				/* Out of descriptors: back off briefly instead of spinning. */
-				struct timeval tv = {0, 100000};
-				log_warn("accept");
+				/* Out of descriptors: stop accepting until a connection closes (or
+				 * a second passes: other descriptors free too), never spin. */
+				struct timeval tv = {SERVER_ACCEPT_RETRY_SEC, 0};
+				if (!s->accept_paused)
+					log_warn("accept (pausing the listener)");
+				s->accept_paused = true;
 				event_del(s->accept_ev);
 				event_add(s->accept_resume_ev, &tv);
 			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -734,12 +874,25 @@ int server_listen(struct server *s, char **err)
 	if (n > 0) {
 		if (server_take_activated(s, n, err) < 0)
 			return -1;
+	} else if (strlen(s->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		/* Whatever it came from: a flag, the config, or $XDG_RUNTIME_DIR's default. */
+		*err = xasprintf("socket path %s is longer than a Unix socket allows (%zu bytes): "
+		                 "choose a shorter one with --socket",
+		                 s->socket_path, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return -1;
 	} else if (server_bind(s, err) < 0) {
 		return -1;
 	}
 	s->accept_ev =
 	    event_new(s->d->base, s->listen_fd, EV_READ | EV_PERSIST, server_accept_cb, s);
 	s->accept_resume_ev = event_new(s->d->base, -1, 0, server_accept_resume_cb, s);
+	struct rlimit rl;
+	rlim_t nofile = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+	if (nofile == RLIM_INFINITY || nofile > 1 << 20)
+		nofile = 1 << 20;
+	s->max_conns = nofile > SERVER_FD_RESERVE + 2 * SERVER_ADMIN_RESERVE
+	                   ? (size_t)nofile - SERVER_FD_RESERVE
+	                   : 2 * SERVER_ADMIN_RESERVE;
 	event_add(s->accept_ev, NULL);
 	log_info("listening on %s%s", s->socket_path, s->activated ? " (socket activation)" : "");
 	return 0;
@@ -786,5 +939,6 @@ void server_free(struct server *s)
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s->socket_path);
+	free(s->users);
 	free(s);
 }

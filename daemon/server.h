@@ -22,7 +22,25 @@ struct server;
 struct server_conn;
 struct rpc_peer;
 
-struct server *server_new(struct daemon *d);
+/*
+ * What the server does with a connection's lines: the dispatch layer (rpc.c) gives
+ * these, so the server knows nothing of JSON-RPC calls.  state is what conn_new
+ * returned for that connection.
+ */
+struct server_ops {
+	void *(*conn_new)(struct server_conn *c);
+	void (*conn_free)(void *state);
+	/* One framed line; fd (owned, -1 = none) came with it. */
+	void (*input)(void *state, const char *line, size_t len, int fd);
+	/* A line the framing refused (oversize, bad UTF-8): answer with an error. */
+	void (*reject)(void *state, int code, const char *detail);
+	/* The connection is gone: pending calls must learn it. */
+	void (*closed)(void *state);
+	/* Calls still waiting for their answer. */
+	size_t (*pending)(const void *state);
+};
+
+struct server *server_new(struct daemon *d, const struct server_ops *ops);
 /* Takes the socket from systemd or binds config->socket_path. */
 int server_listen(struct server *s, char **err);
 /* Stops accepting and removes the socket file if this process created it. */
@@ -37,7 +55,7 @@ size_t server_conn_count(const struct server *s);
 /* cb runs whenever the number of open connections changes. */
 void server_set_conn_count_cb(struct server *s, void (*cb)(struct server *s, void *arg), void *arg);
 
-/* --- one connection, for rpc.c --- */
+/* --- one connection, for the dispatch layer --- */
 void server_conn_ref(struct server_conn *c);
 void server_conn_unref(struct server_conn *c);
 bool server_conn_alive(const struct server_conn *c);

@@ -38,13 +38,22 @@ void frame_reader_free(struct frame_reader *fr)
 	free(fr);
 }
 
+/* Moves what is left to the front, and gives back what one long line made the buffer
+ * grow to, so an idle connection holds little. */
 static void frame_reader_compact(struct frame_reader *fr)
 {
-	if (fr->start == 0)
-		return;
-	memmove(fr->buf, fr->buf + fr->start, fr->end - fr->start);
-	fr->end -= fr->start;
-	fr->start = 0;
+	if (fr->start != 0) {
+		memmove(fr->buf, fr->buf + fr->start, fr->end - fr->start);
+		fr->end -= fr->start;
+		fr->start = 0;
+	}
+	if (fr->cap > 65536 && fr->end < fr->cap / 4) {
+		size_t cap = 4096;
+		while (cap < fr->end + 1)
+			cap *= 2;
+		fr->buf = xrealloc(fr->buf, cap);
+		fr->cap = cap;
+	}
 }
 
 uint64_t frame_reader_feed(struct frame_reader *fr, const void *data, size_t len)

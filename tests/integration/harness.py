@@ -142,6 +142,24 @@ class Conn:
             raise AssertionError("%s failed: %r" % (method, msg["error"]))
         return msg["result"]
 
+    def submit(self, ctx, params=None, **kw):
+        """build.submit of ctx as a client does it: packed here, with this process's
+        rights, by the real packer; the archive passed as an fd.  The answer object."""
+        p = dict(params or {})
+        fd, archive = pack(ctx, dockerfile=p.get("dockerfile"))
+        try:
+            p.setdefault("context", ctx)
+            p["archive"] = archive
+            return self.call("build.submit", p, fds=[fd], **kw)
+        finally:
+            os.close(fd)
+
+    def submit_result(self, ctx, params=None, **kw):
+        msg = self.submit(ctx, params, **kw)
+        if "error" in msg:
+            raise AssertionError("build.submit failed: %r" % (msg["error"],))
+        return msg["result"]
+
 
 class Daemon:
     """snapbuildd in a temporary directory.  Use as a context manager or call stop()."""
@@ -218,6 +236,52 @@ class Daemon:
         # A sanitizer report or a crash at shutdown fails the test that ran the daemon.
         if rc != 0 and exc[0] is None:
             raise AssertionError("snapbuildd exited with %s:\n%s" % (rc, log))
+
+
+_PUBLIC = {}
+
+
+def public_copy():
+    """A 0755 directory holding copies of the CLI, the daemon and this module, for
+    tests that act as another user: the checkout may sit under a private (0700)
+    directory such as a home or a mktemp -d, which that user cannot enter.  Returns
+    {"dir", "cli", "daemon", "harness_dir"}; made once per process, removed at exit."""
+    if not _PUBLIC:
+        import atexit
+        import shutil
+        top = tempfile.mkdtemp(prefix="sb-public-")
+        os.chmod(top, 0o755)
+        for sub in ("client", "daemon", "py"):
+            os.mkdir(os.path.join(top, sub), 0o755)
+        cli = os.path.join(top, "client", "snapbuild")
+        daemon = os.path.join(top, "daemon", "snapbuildd")
+        shutil.copy2(CLI, cli)
+        shutil.copy2(DAEMON, daemon)
+        shutil.copy2(__file__, os.path.join(top, "py", "harness.py"))
+        for p in (cli, daemon, os.path.join(top, "py", "harness.py")):
+            os.chmod(p, 0o755)
+        _PUBLIC.update(dir=top, cli=cli, daemon=daemon, harness_dir=os.path.join(top, "py"))
+        atexit.register(shutil.rmtree, top, True)
+    return _PUBLIC
+
+
+def pack(ctx, dockerfile=None, env=None):
+    """Packs ctx as `snapbuild context --save` does (the client's packer, this process's
+    rights); returns an fd of the archive (an unlinked file, at offset 0) and
+    {"sha256", "bytes"}, what build.submit takes."""
+    fd, path = tempfile.mkstemp(prefix="sb-archive-", suffix=".tar.gz")
+    os.close(fd)
+    try:
+        args = ["-o", "json", "context", ctx, "--save", path]
+        if dockerfile:
+            args += ["--dockerfile", dockerfile]
+        r = run_cli(*args, env=env, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError("packing %s failed: %s" % (ctx, r.stderr))
+        a = json.loads(r.stdout)["archive"]
+        return os.open(path, os.O_RDONLY), {"sha256": a["sha256"], "bytes": a["bytes"]}
+    finally:
+        os.unlink(path)
 
 
 def run_cli(*args, env=None, timeout=30):

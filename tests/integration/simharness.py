@@ -106,15 +106,10 @@ def write_tree(root, files):
 
 
 def submit(d, ctx, **params):
-    """build.submit with ctx passed as a directory fd, as the CLI does; the answer object."""
-    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with d.conn() as c:
-            p = {"context": ctx}
-            p.update(params)
-            return c.call("build.submit", p, fds=[fd])
-    finally:
-        os.close(fd)
+    """build.submit of ctx packed as the CLI packs it, the archive passed as an fd; the
+    answer object."""
+    with d.conn() as c:
+        return c.submit(ctx, params)
 
 
 def submit_ok(d, ctx, **params):

@@ -14,7 +14,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (DAEMON, Conn, Daemon, can_connect, clean_env, pid_gone,  # noqa: E402
+from harness import (DAEMON, Conn, Daemon, can_connect, clean_env, pid_gone, public_copy,  # noqa: E402
                      run_cli, wait_for)
 
 
@@ -311,6 +311,24 @@ class StartupTest(unittest.TestCase):
     def run_daemon(self, *args, env=None, timeout=10):
         return subprocess.run([DAEMON] + list(args), env=env or clean_env(), capture_output=True,
                               text=True, timeout=timeout)
+
+    def test_long_runtime_dir_is_refused_not_overflowed(self):
+        # The default socket path of a non-root daemon comes from $XDG_RUNTIME_DIR, which
+        # the config layer does not check: it must never be copied past sun_path's end
+        # (an overflow under ASan, a truncated bind in release builds).
+        os.chmod(self.tmp, 0o755)
+        runtime = os.path.join(self.tmp, "r" * 150, "x" * 100)
+        os.makedirs(runtime)
+        subprocess.run(["chmod", "-R", "0777", os.path.join(self.tmp, "r" * 150)], check=True)
+        env = clean_env(XDG_RUNTIME_DIR=runtime, XDG_STATE_HOME=runtime, HOME=runtime)
+        argv = [public_copy()["daemon"]]
+        if os.geteuid() == 0:
+            argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertNotIn("AddressSanitizer", r.stderr)
+        self.assertIn("longer than a Unix socket allows", r.stderr)
+        self.assertEqual([n for n in os.listdir(runtime) if n != "snapbuild"], [])
 
     def test_version_and_help_flags(self):
         r = self.run_daemon("--version")

@@ -9,10 +9,19 @@ for the socket; clients run as those users through setpriv.  Checked:
   every answer is the -32001 a job id that does not exist gets, byte for byte once
   the id is replaced, also for id prefixes (an ambiguous prefix must not reveal that
   other users' jobs share it); root and admin_group members see and control all;
-- a context passed as a path by another user is refused with -32002;
-- a daemon running as the unprivileged user (so permission bits apply to it) fails a
-  job whose context has a subtree or file it may not read, naming it, and succeeds
-  once .dockerignore leaves them out (they are never opened);
+- the daemon never reads what a user points it at: paths, directory and O_PATH
+  descriptors of /etc, another user's 0700 directory, the daemon's state directory and
+  the API key's directory are refused (raw RPC as another user), and nothing of them
+  reaches an answer, the spool or the simulator;
+- the client packs with its user's rights: `snapbuild context /etc --save` and
+  `create --context /etc` as another user fail naming what it may not read (shadow),
+  a private subtree fails the pack unless .dockerignore leaves it out — against a
+  root daemon and one running as an unprivileged user alike;
+- hostile archives sent raw by another user (absolute and .. members, hard links out,
+  device nodes, FIFOs, no Dockerfile, plain tar, a gzip bomb, over max_context_bytes,
+  cut short, changed digest) are refused with clear errors, leave no job and no spool
+  file, and the daemon serves on;
+- local builds only for root, the admin group and the daemon's own user;
 - the API key is nowhere: not in the database (and -wal/-shm), the state directory,
   the daemon's log (at debug level), any RPC answer or notification of a full build,
   /proc/<daemon>/cmdline or environ, nor the argv, environment or stdin of any child
@@ -34,7 +43,14 @@ import tempfile
 import unittest
 import uuid
 
-from harness import DAEMON, SLOWDOWN, WRAPPER, Conn, can_connect, clean_env, wait_for
+import base64
+import gzip
+import hashlib
+import io
+import tarfile
+
+from harness import (SLOWDOWN, WRAPPER, Conn, can_connect, clean_env, pack, public_copy,
+                     wait_for)
 from simharness import API_KEY, Sim, wait_job, write_tree
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,10 +58,13 @@ FAKES = os.path.join(HERE, "fakes")
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\n"
 
 # Runs as another user: one connection per request, answers and notifications as JSON.
+# A request may carry "archive": DIR (packed here by the real CLI, as this user),
+# "fd": PATH with "fd_kind" path|dir|file (opened as this user: O_PATH, O_DIRECTORY,
+# O_RDONLY), or "blob": base64 bytes handed over in an unlinked file as they are.
 CLIENT = r"""
-import json, os, socket, sys
+import base64, json, os, socket, sys, tempfile
 sys.path.insert(0, sys.argv[1])
-from harness import Conn
+from harness import Conn, pack
 out = []
 for r in json.load(sys.stdin):
     try:
@@ -53,15 +72,37 @@ for r in json.load(sys.stdin):
     except OSError as e:
         out.append({"connect_errno": e.errno})
         continue
-    fds = [os.open(r["fd"], os.O_RDONLY | os.O_DIRECTORY)] if r.get("fd") else None
+    params, fds = r.get("params"), None
+    try:
+        if r.get("archive"):
+            fd, archive = pack(r["archive"], dockerfile=(params or {}).get("dockerfile"))
+            params = dict(params or {}, archive=archive)
+            fds = [fd]
+        elif r.get("fd"):
+            kind = r.get("fd_kind", "dir")
+            flags = {"path": os.O_PATH, "dir": os.O_RDONLY | os.O_DIRECTORY,
+                     "file": os.O_RDONLY}[kind]
+            fds = [os.open(r["fd"], flags)]
+        elif "blob" in r:
+            f = tempfile.TemporaryFile()
+            f.write(base64.b64decode(r["blob"]))
+            f.flush()
+            fds = [os.dup(f.fileno())]
+            f.close()
+    except OSError as e:
+        out.append({"open_errno": e.errno})
+        c.close()
+        continue
     notes = []
     try:
-        ans = c.call(r["method"], r.get("params"), fds=fds, on_notify=notes.append)
+        ans = c.call(r["method"], params, fds=fds, on_notify=notes.append)
     except socket.timeout:
         ans = {"timeout": True}
     except ConnectionError:
         ans = {"closed": True}
     c.close()
+    for fd in fds or ():
+        os.close(fd)
     out.append({"answer": ans, "notes": notes})
 print(json.dumps(out))
 """
@@ -99,16 +140,56 @@ def tearDownModule():
             subprocess.run(["groupdel", USERS[key]], stderr=subprocess.DEVNULL)
 
 
+def user_env():
+    """The environment of a process run as another user: binaries and harness from a
+    copy it can reach, whatever the checkout's permissions."""
+    return clean_env(HOME="/", SNAPBUILD_BIN_DIR=public_copy()["dir"])
+
+
 def as_user(user, socket_path, requests, timeout=120):
     """Runs the requests as user (its own uid, gid and groups); returns the answers."""
     pw = pwd.getpwnam(user)
     argv = ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups",
-            sys.executable, "-B", "-c", CLIENT, HERE, socket_path]
+            sys.executable, "-B", "-c", CLIENT, public_copy()["harness_dir"], socket_path]
     r = subprocess.run(argv, input=json.dumps(requests), capture_output=True, text=True,
-                       timeout=timeout, env=clean_env(HOME="/"))
+                       timeout=timeout, env=user_env())
     if r.returncode != 0:
         raise AssertionError("client as %s failed: %s" % (user, r.stderr))
     return json.loads(r.stdout)
+
+
+def cli_as(user, socket_path, *args, timeout=120):
+    """The snapbuild CLI run as user; the CompletedProcess."""
+    pw = pwd.getpwnam(user)
+    argv = ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--init-groups",
+            public_copy()["cli"], "--socket", socket_path] + list(args)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env=user_env(), cwd="/")
+
+
+def targz(members, gz=True):
+    """A .tar.gz (plain tar when gz is False) of members: (name, type, data or link)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            if kind == tarfile.REGTYPE:
+                ti.size = len(data)
+                t.addfile(ti, io.BytesIO(data))
+            else:
+                if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                    ti.linkname = data
+                t.addfile(ti)
+    return gzip.compress(raw.getvalue(), mtime=0) if gz else raw.getvalue()
+
+
+def blob_request(data, declare=None, params=None):
+    """A raw build.submit of data, declared as data unless declare overrides."""
+    archive = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    archive.update(declare or {})
+    return {"method": "build.submit", "params": dict(params or {}, archive=archive),
+            "blob": base64.b64encode(data).decode()}
 
 
 class Recorder(Conn):
@@ -175,12 +256,8 @@ class IsolationBase(unittest.TestCase):
         return d
 
     def submit(self, d, ctx=None, **params):
-        fd = os.open(ctx or self.ctx, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            with d.conn() as c:
-                return c.result("build.submit", params, fds=[fd])
-        finally:
-            os.close(fd)
+        with d.conn() as c:
+            return c.submit_result(ctx or self.ctx, params)
 
 
 class SocketTest(IsolationBase):
@@ -270,7 +347,7 @@ class VisibilityTest(IsolationBase):
         # The other user's own job: it sees it, root and the admin group see all.
         self.sim.faults(hold=False)
         mine = as_user(USERS["other"], d.socket,
-                       [{"method": "build.submit", "params": {}, "fd": self.ctx}])[0]
+                       [{"method": "build.submit", "params": {}, "archive": self.ctx}])[0]
         mine = mine["answer"]["result"]
         self.assertEqual(mine["uid"], pwd.getpwnam(USERS["other"]).pw_uid)
         wait_job(d, mine["id"])
@@ -337,29 +414,206 @@ class VisibilityTest(IsolationBase):
         with d2.conn() as c:
             self.assertEqual(c.call("build.get", {"id": "abcd"})["error"]["code"], -32602)
 
-    def test_context_path_from_another_user_is_refused(self):
-        d = self.start(self.CONFIG % USERS["admin_group"])
-        answers = as_user(USERS["other"], d.socket, [
-            {"method": "build.submit", "params": {"context": self.ctx}},
-            {"method": "context.inspect", "params": {"context": self.ctx}},
-            {"method": "build.submit", "params": {"context": self.ctx}, "fd": self.ctx},
-            {"method": "context.inspect", "params": {}, "fd": self.ctx}])
-        for a in answers[:2]:
-            self.assertEqual(a["answer"]["error"]["code"], -32002, a)
-            self.assertIn("file descriptor", a["answer"]["error"]["data"]["hint"])
-        self.assertIn("result", answers[2]["answer"], answers[2])
-        self.assertIn("result", answers[3]["answer"], answers[3])
-        # The daemon's own user may name a path.
+
+
+MARKER = b"private-marker-" + secrets.token_hex(8).encode()
+
+
+class ContextTrustTest(IsolationBase):
+    """The daemon never opens a path, or anything below a descriptor, a user gives it."""
+
+    def setUp(self):
+        super().setUp()
+        # Root's private directory: a context nobody else may read.
+        self.private = os.path.join(self.tmp, "root-private")
+        write_tree(self.private, {"Dockerfile": DOCKERFILE, "private.txt": MARKER})
+        os.chmod(self.private, 0o700)
+        self.creds = os.path.join(self.tmp, "creds")
+        write_tree(self.creds, {"api-key": API_KEY.encode() + b"\n"})
+        os.chmod(self.creds, 0o700)
+
+    def start_trusting(self, extra=""):
+        d = self.start("socket_mode = 0666\nadmin_group = %s\napi_key_file = %s\n%s"
+                       % (USERS["admin_group"], os.path.join(self.creds, "api-key"), extra))
+        return d
+
+    def nothing_leaked(self, d, answers):
+        text = json.dumps(answers).encode()
+        for secret in (MARKER, API_KEY.encode(), b"root:"):
+            self.assertNotIn(secret, text)
+        self.assertEqual(d.call("build.list", {"all_users": True})["jobs"], [])
+        self.assertEqual(self.sim.builds(), [])
+        spool = os.path.join(d.state_dir, "spool")
+        self.assertEqual(os.listdir(spool), [])
+
+    def test_paths_and_directory_descriptors_are_refused(self):
+        d = self.start_trusting()
+        targets = ["/etc", self.private, d.state_dir, self.creds, "/"]
+        fake = {"sha256": "0" * 64, "bytes": 10}
+        reqs = []
+        for t in targets:
+            for kind in ("path", "dir"):
+                reqs.append({"method": "build.submit", "fd": t, "fd_kind": kind,
+                             "params": {"dockerfile": "hostname", "archive": fake}})
+                reqs.append({"method": "build.submit", "fd": t, "fd_kind": kind,
+                             "params": {"archive": fake}})
+                reqs.append({"method": "context.inspect", "fd": t, "fd_kind": kind,
+                             "params": {"save": True, "list_files": True}})
+            reqs.append({"method": "build.submit", "params": {"context": t}})
+            reqs.append({"method": "context.inspect", "params": {"context": t}})
+        reqs.append({"method": "context.save", "params": {"sha256": "0" * 64},
+                     "fd": "/etc/hostname", "fd_kind": "file"})
+        for user in (USERS["other"], USERS["admin"]):
+            answers = as_user(user, d.socket, reqs)
+            self.assertEqual(len(answers), len(reqs))
+            for req, a in zip(reqs, answers):
+                what = "%s as %s: %r" % (user, req["method"], req.get("fd") or req.get("params"))
+                if "open_errno" in a:
+                    # The kernel refused this user the descriptor (a 0700 directory).
+                    self.assertEqual(a["open_errno"], 13, what)
+                    continue
+                err = a["answer"].get("error")
+                self.assertIsNotNone(err, what + " answered " + repr(a))
+                self.assertIn(err["code"], (-32005, -32601), what + repr(err))
+                self.assertIn("too old", err["data"]["hint"], what)
+            self.nothing_leaked(d, answers)
+        # Root itself gets the same answers: there is no path the daemon will read.
         with d.conn() as c:
-            self.assertIn("result", c.call("build.submit", {"context": self.ctx}))
-        self.assertEqual(len(d.call("build.list")["jobs"]), 2)
+            a = c.call("build.submit", {"context": self.private})
+            self.assertEqual(a["error"]["code"], -32005)
+            fd = os.open(self.private, os.O_RDONLY | os.O_DIRECTORY)
+            a = c.call("build.submit", {"archive": fake}, fds=[fd])
+            os.close(fd)
+            self.assertEqual(a["error"]["code"], -32005)
+        self.nothing_leaked(d, [a])
+        self.assertTrue(d.call("daemon.info")["api_key_configured"])
+
+    def test_client_packs_with_its_users_rights(self):
+        d = self.start_trusting()
+        outdir = os.path.join(self.tmp, "out")
+        os.mkdir(outdir)
+        os.chmod(outdir, 0o777)
+        out = os.path.join(outdir, "etc.tgz")
+        r = cli_as(USERS["other"], d.socket, "context", "/etc", "--dockerfile", "hostname",
+                   "--save", out)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"cannot read \./\S+: Permission denied")
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(os.listdir(outdir), [])  # not even the temporary file
+        r = cli_as(USERS["other"], d.socket, "create", "--context", "/etc", "--dockerfile",
+                   "hostname", "--ci")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("Permission denied", r.stderr)
+        r = cli_as(USERS["other"], d.socket, "create", "--context", self.private, "--ci")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("Permission denied", r.stderr)
+        self.nothing_leaked(d, [r.stdout, r.stderr])
+        # What the user may read builds, as that user.
+        r = cli_as(USERS["other"], d.socket, "create", "--context", self.ctx, "--ci")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        job = d.call("build.list", {"all_users": True})["jobs"][0]
+        self.assertEqual(job["uid"], pwd.getpwnam(USERS["other"]).pw_uid)
+        self.assertEqual(job["snapshot_id"], r.stdout.strip())
+
+    def test_hostile_archives_are_refused(self):
+        d = self.start_trusting("max_context_bytes = 1M\n")
+        df = ("Dockerfile", tarfile.REGTYPE, DOCKERFILE)
+        good = targz([df, ("src/a.txt", tarfile.REGTYPE, b"a\n")])
+        bomb_raw = io.BytesIO()
+        with tarfile.open(fileobj=bomb_raw, mode="w") as t:
+            t.addfile(_sized("Dockerfile", 8 << 20), io.BytesIO(bytes(8 << 20)))
+        bomb = gzip.compress(bomb_raw.getvalue(), 9)
+        self.assertLess(len(bomb), 64 << 10)
+        cases = [
+            ("absolute", blob_request(targz([df, ("/etc/cron.d/x", tarfile.REGTYPE, b"x")])),
+             "absolute or leaves the context"),
+            ("dotdot", blob_request(targz([df, ("../../x", tarfile.REGTYPE, b"x")])),
+             "leaves the context"),
+            ("hardlink", blob_request(targz([df, ("l", tarfile.LNKTYPE, "../../etc/shadow")])),
+             "hard link"),
+            ("device", blob_request(targz([df, ("dev", tarfile.CHRTYPE, None)])), "device node"),
+            ("fifo", blob_request(targz([df, ("p", tarfile.FIFOTYPE, None)])), "FIFO"),
+            ("no dockerfile", blob_request(targz([("a", tarfile.REGTYPE, b"a")])),
+             "no Dockerfile"),
+            ("dockerfile dir", blob_request(targz([("Dockerfile", tarfile.DIRTYPE, None)])),
+             "no Dockerfile"),
+            ("plain tar", blob_request(targz([df], gz=False)), "not gzip"),
+            ("garbage", blob_request(b"\x1f\x8b" + os.urandom(4000)), "not a gzip-compressed"),
+            ("bomb", blob_request(bomb), "unpacks to more than 1048576"),
+            ("declared over cap", blob_request(good, declare={"bytes": 2 << 20}),
+             "max_context_bytes"),
+            ("cut short", blob_request(good[:len(good) // 2],
+                                       declare={"bytes": len(good),
+                                                "sha256": hashlib.sha256(good).hexdigest()}),
+             ""),
+            ("other digest", blob_request(good, declare={"sha256": "ab" * 32}),
+             "not the one declared"),
+        ]
+        reqs = [c[1] for c in cases]
+        answers = as_user(USERS["other"], d.socket, reqs)
+        for (name, _, needle), a in zip(cases, answers):
+            err = a["answer"].get("error")
+            self.assertIsNotNone(err, name + ": " + repr(a))
+            self.assertEqual(err["code"], -32005, name + ": " + repr(err))
+            self.assertIn(needle, err["message"], name)
+            self.assertTrue(err["data"]["hint"], name)
+            self.assertNotIn("\x1b", err["message"])
+        self.nothing_leaked(d, answers)
+        # The daemon serves on, and the same user's good archive builds.
+        [a] = as_user(USERS["other"], d.socket, [blob_request(good)])
+        job = wait_job(d, a["answer"]["result"]["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        files = sorted(f["path"] for f in self.sim.build(job["build_id"])["files"])
+        self.assertEqual(files, ["Dockerfile", "src/a.txt"])
+
+    def test_local_builds_only_for_trusted_callers(self):
+        fakebin = os.path.join(self.tmp, "fakebin")
+        os.makedirs(fakebin)
+        shutil.copy(os.path.join(FAKES, "docker"), os.path.join(fakebin, "docker"))
+        os.chmod(fakebin, 0o755)
+        path = fakebin + ":/usr/local/bin:/usr/bin:/bin"
+        d = self.start("socket_mode = 0666\nadmin_group = %s\nlocal_build = true\n"
+                       "local_engine = docker\n" % USERS["admin_group"], env={"PATH": path})
+        req = {"method": "build.submit", "params": {"backend": "local"}, "archive": self.ctx}
+        [a] = as_user(USERS["other"], d.socket, [req])
+        err = a["answer"]["error"]
+        self.assertEqual(err["code"], -32002, err)
+        self.assertIn("systemctl --user", err["data"]["hint"])
+        r = cli_as(USERS["other"], d.socket, "create", "--context", self.ctx, "--local", "--ci")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("only for root", r.stderr)
+        # The admin group may.
+        [a] = as_user(USERS["admin"], d.socket, [req])
+        job = wait_job(d, a["answer"]["result"]["id"])
+        self.assertEqual((job["state"], job["backend"]), ("succeeded", "local"), job)
+        # A remote build needs no privilege; retrying the admin's local job as the other
+        # user is refused as not found (it is not theirs).
+        [a, b] = as_user(USERS["other"], d.socket, [
+            {"method": "build.submit", "params": {"backend": "remote"}, "archive": self.ctx},
+            {"method": "build.retry", "params": {"id": job["id"]}}])
+        self.assertIn("result", a["answer"], a)
+        self.assertEqual(b["answer"]["error"]["code"], -32001)
+        d.stop()
+        # With local_build off, not even root.
+        d2 = self.start("local_engine = docker\n", env={"PATH": path})
+        with d2.conn() as c:
+            err = c.submit(self.ctx, {"backend": "local"})["error"]
+        self.assertEqual(err["code"], -32002)
+        self.assertIn("off", err["message"])
+
+
+def _sized(name, size):
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    return ti
 
 
 class UnprivilegedDaemonTest(IsolationBase):
-    """The daemon itself runs as the unprivileged user, so permission bits apply to it:
-    a context with a subtree and a file it may not read."""
+    """The daemon runs as an unprivileged user (as the packaged service does): clients
+    hand it archives; what it can read itself (its state, its key) no client can reach
+    through it, and a client's unreadable files fail the client's own pack."""
 
-    def test_permission_denied_subtrees(self):
+    def test_unprivileged_daemon(self):
         pw = pwd.getpwnam(USERS["other"])
         self.sim = Sim()
         self.addCleanup(self.sim.stop)
@@ -367,11 +621,13 @@ class UnprivilegedDaemonTest(IsolationBase):
         os.makedirs(home)
         os.chown(home, pw.pw_uid, pw.pw_gid)
         sock = os.path.join(home, "run", "snapbuild.sock")
+        state = os.path.join(home, "state")
         log = open(os.path.join(self.tmp, "unpriv.log"), "wb")
         self.addCleanup(log.close)
         proc = subprocess.Popen(
             ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups",
-             DAEMON, "--socket", sock, "--state-dir", os.path.join(home, "state")],
+             public_copy()["daemon"], "--socket", sock, "--state-dir", state,
+             "--socket-mode", "0666"],
             env=clean_env(TOGETHER_API_KEY=API_KEY, TOGETHER_BASE_URL=self.sim.url, HOME=home),
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
@@ -381,32 +637,40 @@ class UnprivilegedDaemonTest(IsolationBase):
         self.addCleanup(stop)
         wait_for(lambda: proc.poll() is None and os.path.exists(sock) and can_connect(sock),
                  10 * SLOWDOWN, "the unprivileged daemon to listen")
+        os.chmod(home, 0o755)
+        os.chmod(os.path.join(home, "run"), 0o755)
+        # Another user points it at the daemon's own state: refused.
+        fake = {"sha256": "0" * 64, "bytes": 1}
+        answers = as_user(USERS["admin"], sock, [
+            {"method": "build.submit", "fd": state, "fd_kind": "path",
+             "params": {"archive": fake, "dockerfile": "snapbuild.db"}},
+            {"method": "build.submit", "params": {"context": state}}])
+        for a in answers:
+            self.assertEqual(a["answer"]["error"]["code"], -32005, a)
+
         private = os.path.join(self.ctx, "private")
         write_tree(private, {"key.pem": b"k", "deep/more.txt": b"m"})
         os.chmod(private, 0o700)
         with open(os.path.join(self.ctx, "secret.key"), "wb") as f:
             f.write(b"s")
         os.chmod(os.path.join(self.ctx, "secret.key"), 0o600)
-
-        def build():
-            [a] = as_user(USERS["other"], sock,
-                          [{"method": "build.submit", "params": {}, "fd": self.ctx}])
-            job_id = a["answer"]["result"]["id"]
-            return wait_job(UserDaemon(sock), job_id)
-
-        job = build()
-        self.assertEqual(job["state"], "failed", job)
-        self.assertRegex(job["error"], "private|secret.key", job)
-        self.assertRegex(job["error"], "(?i)permission denied", job)
+        r = cli_as(USERS["admin"], sock, "create", "--context", self.ctx, "--ci")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, "private|secret.key")
+        self.assertRegex(r.stderr, "(?i)permission denied")
         self.assertEqual(self.sim.builds(), [])
         # Left out by .dockerignore, the unreadable parts are never opened.
         write_tree(self.ctx, {".dockerignore": b"private\nsecret.key\n"})
         subprocess.run(["chmod", "a+r", os.path.join(self.ctx, ".dockerignore")], check=True)
-        job = build()
+        r = cli_as(USERS["admin"], sock, "create", "--context", self.ctx, "--ci")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        job = UserDaemon(sock).call("build.list", {"all_users": True})["jobs"][0]
         self.assertEqual(job["state"], "succeeded", job)
         files = [f["path"] for f in self.sim.build(job["build_id"])["files"]]
         self.assertIn("./src/a.txt", files)
         self.assertFalse([f for f in files if "private" in f or "secret" in f], files)
+        self.assertEqual(os.listdir(os.path.join(state, "spool")), [job["archive"]["sha256"]
+                                                                     + ".tar.gz"])
 
 
 class UserDaemon:
@@ -456,25 +720,17 @@ class SecretsTest(IsolationBase):
         def rec():
             return Recorder(d.socket, lines)
 
-        fd = os.open(self.ctx, os.O_RDONLY | os.O_DIRECTORY)
         with rec() as c:
             info = c.result("daemon.info")
             self.assertTrue(info["api_key_configured"])
             c.result("daemon.version")
-            job = c.result("build.submit", {"alias": "sec@v1", "tags": {"t": "v"}}, fds=[fd])
+            job = c.submit_result(self.ctx, {"alias": "sec@v1", "tags": {"t": "v"}})
             ans = c.call("build.logs", {"id": job["id"], "follow": True}, on_notify=lambda m: None)
             self.assertEqual(ans["result"]["job"]["state"], "succeeded", ans)
             c.result("build.wait", {"id": job["id"]})
             c.result("build.get", {"id": job["id"]})
             c.result("build.list", {"all_users": True})
             c.result("build.logs", {"id": job["id"]})
-            ins = c.result("context.inspect", {"save": True, "list_files": True}, fds=[fd])
-            out = os.open(saved, os.O_WRONLY | os.O_CREAT, 0o600)
-            c.send("context.save", {"sha256": ins["archive"]["sha256"]
-                                    if isinstance(ins.get("archive"), dict) else ins["sha256"]},
-                   fds=[out])
-            os.close(out)
-            self.assertIn("result", c.read())
             snap = c.result("snapshot.get", {"id": ans["result"]["job"]["snapshot_id"]})
             c.result("snapshot.list", {"tags": {"t": "v"}})
             c.result("snapshot.get", {"id": "@sec@v1"})
@@ -483,14 +739,16 @@ class SecretsTest(IsolationBase):
             c.call("build.cancel", {"id": job["id"]})
             c.call("snapshot.get", {"id": str(uuid.uuid4())})
             c.call("no.such.method")
-        os.close(fd)
+        r = d.cli("context", self.ctx, "--files", "--save", saved)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        blobs["cli context --files"] = (r.stdout + r.stderr).encode()
         self.assertEqual(snap["id"], ans["result"]["job"]["snapshot_id"])
         for r in (d.cli("jobs", "-o", "json"), d.cli("logs", job["id"]), d.cli("daemon", "info")):
             blobs["cli " + " ".join(r.args[3:])] = (r.stdout + r.stderr).encode()
         blobs["rpc answers"] = b"\n".join(lines)
         self.assertGreater(len(lines), 30)
         with open(saved, "rb") as f:
-            blobs["context.save output"] = f.read()
+            blobs["context --save output"] = f.read()
         if not WRAPPER:
             blobs["/proc/daemon/environ (later)"] = read_proc(d.proc.pid, "environ")
         # Every byte the daemon wrote: database, WAL, spool, and its log.
@@ -511,13 +769,11 @@ class SecretsTest(IsolationBase):
         with open(os.path.join(fakebin, "fake-config.json"), "w") as f:
             json.dump({"build_sleep": 2}, f)
         path = fakebin + ":/usr/local/bin:/usr/bin:/bin"
-        d = self.start("local_engine = docker\n", "--registry-password", password,
+        d = self.start("local_build = true\nlocal_engine = docker\n", "--registry-password", password,
                        args=("--log-level", "debug"), env={"PATH": path})
         lines = []
-        fd = os.open(self.ctx, os.O_RDONLY | os.O_DIRECTORY)
         with Recorder(d.socket, lines) as c:
-            job = c.result("build.submit", {"backend": "local"}, fds=[fd])
-        os.close(fd)
+            job = c.submit_result(self.ctx, {"backend": "local"})
         # While the build sleeps: every process under the daemon, as /proc shows it.
         wait_for(lambda: os.path.exists(os.path.join(fakebin, "fake-sleep.pid")), 30,
                  "the stand-in build to start")

@@ -81,11 +81,7 @@ def run_load(d, ctx, clients, jobs_per_client, followers, timeout=600):
         try:
             with Conn(d.socket, timeout=120) as c:
                 for m in range(jobs_per_client):
-                    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
-                    try:
-                        job = c.result("build.submit", {"tags": {"client": str(k)}}, fds=[fd])
-                    finally:
-                        os.close(fd)
+                    job = c.submit_result(ctx, {"tags": {"client": str(k)}})
                     with lock:
                         r.submitted.append(job["id"])
                     todo.put(job["id"])
@@ -186,10 +182,8 @@ class LoadTest(unittest.TestCase):
                        tmp=tempfile.mkdtemp(dir=tmp))
         self.addCleanup(d.__exit__, None, None, None)
         # One job first, so what the daemon opens once (libcurl, the spool) is counted.
-        fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
         with d.conn() as c:
-            warm = c.result("build.submit", {}, fds=[fd])
-        os.close(fd)
+            warm = c.submit_result(ctx)
         self.assertEqual(wait_job(d, warm["id"])["state"], "succeeded")
         before = fd_kinds(d.proc.pid)
 

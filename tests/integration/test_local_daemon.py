@@ -30,7 +30,8 @@ class LocalDaemonTest(unittest.TestCase):
                        "--registry-username", self.user,
                        "--registry-password", self.password)
         self.addCleanup(self.sim.stop)
-        config = ("local_engine = buildah\n"
+        config = ("local_build = true\n"
+                  "local_engine = buildah\n"
                   "local_isolation = chroot\n"
                   "local_engine_args = --root=%s/storage --runroot=%s/run --storage-driver=vfs\n"
                   "tmp_dir = %s/jobs\n" % (self.work, self.work, self.work))
@@ -81,10 +82,8 @@ class LocalDaemonTest(unittest.TestCase):
         self.write_dockerfile('FROM scratch\nCOPY busybox /bin/busybox\n'
                               'RUN ["/bin/busybox", "sh", "-c", '
                               '"echo long-step-started; /bin/busybox sleep 120"]\n')
-        fd = os.open(self.ctx, os.O_RDONLY | os.O_DIRECTORY)
         with self.d.conn() as c:
-            job = c.result("build.submit", {"context": self.ctx, "backend": "local"}, fds=[fd])
-        os.close(fd)
+            job = c.submit_result(self.ctx, {"backend": "local"})
         seen = []
 
         def started():

@@ -251,7 +251,7 @@ class FakeEngineTest(unittest.TestCase):
         self.assertEqual([r["argv"] for r in recs], [
             ["docker", "build", "--platform", "linux/amd64", "--progress=plain",
              "-f", "sub/Dockerfile.alt", "-t", self.ref,
-             "--build-arg", "A=1", "--build-arg", "B=two words", ctx],
+             "--build-arg", "A", "--build-arg", "B", ctx],
             ["docker", "login", "--username", USERNAME, "--password-stdin", "127.0.0.1:5999"],
             ["docker", "push", self.ref],
             ["docker", "rmi", self.ref],
@@ -263,7 +263,9 @@ class FakeEngineTest(unittest.TestCase):
         base = {"PATH": self.child_path, "HOME": "/home/snaptest", "LANG": "C.UTF-8",
                 "TMPDIR": job + "/tmp", "DOCKER_HOST": "unix:///run/test-docker.sock"}
         auth = dict(base, DOCKER_CONFIG=job + "/docker")
-        self.assertEqual([r["env"] for r in recs], [base, auth, auth, base])
+        # Build-arg values reach the engine through its environment, never its argv.
+        build = dict(base, A="1", B="two words")
+        self.assertEqual([r["env"] for r in recs], [build, auth, auth, base])
         self.assertEqual(recs[1]["stdin"], PASSWORD)
         self.assert_no_secrets(recs)
         # The build saw the whole context, symlinks as symlinks.

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import unittest
 
-from harness import Conn, wait_for
+from harness import CLI, Conn, pack, run_cli, wait_for
 from simharness import API_KEY, Sim, submit, submit_ok, wait_job, write_tree
 
 DOCKERFILE = b"FROM debian:12\nRUN echo building\nCOPY . /app\nRUN make -C /app\n"
@@ -54,7 +54,9 @@ class RemoteTest(unittest.TestCase):
         d = self.start()
         job = submit_ok(d, self.ctx, alias="app@v1", tags={"team": "core"}, ttl=3600,
                         build_args={"MODE": "release"}, cache_key="apps/app")
-        self.assertEqual(job["state"], "packing")
+        # The archive is held before the job exists: it starts queued.
+        self.assertEqual(job["state"], "queued")
+        self.assertEqual(job["archive"]["files"], len(os.listdir(self.ctx)))
         job = wait_job(d, job["id"])
         self.assertEqual(job["state"], "succeeded", job)
         snaps = self.sim.snapshots()
@@ -399,33 +401,33 @@ class RemoteTest(unittest.TestCase):
         d = self.start()
         job = wait_job(d, submit_ok(d, self.ctx)["id"])
         self.assertEqual(job["state"], "succeeded", job)
-        events = d.call("build.logs", {"id": job["id"]})["events"]
-        self.assertTrue(any(e["kind"] == "warning" and "pipe" in e["text"] for e in events))
         paths = [f["path"] for f in self.sim.build(job["build_id"])["files"]]
         self.assertNotIn("./pipe", paths)
         self.assertIn("./loop", paths)
-
-        secret = os.path.join(self.ctx, "secret.key")
-        with open(secret, "w") as f:
-            f.write("k")
-        os.chmod(secret, 0)
-        # Packing runs as the daemon's user: as root the mode alone cannot stop it.
-        if os.geteuid() != 0:
-            job = wait_job(d, submit_ok(d, self.ctx)["id"])
-            self.assertEqual(job["state"], "failed")
-            self.assertIn("secret.key", job["error"])
+        # The client packs, and tells its user what it skipped.
+        r = d.cli("create", "--context", self.ctx, "--ci")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("warning: skipped FIFO ./pipe", r.stderr)
+        # Unreadable files are test_isolation's (they need a user other than root).
 
     def test_dockerfile_outside_context_is_refused(self):
         d = self.start()
+        fd, archive = pack(self.ctx)
+        self.addCleanup(os.close, fd)
         for bad in ("../Dockerfile", "/etc/passwd", "a/../../Dockerfile"):
-            err = submit(d, self.ctx, dockerfile=bad)["error"]
+            with d.conn() as c:
+                err = c.call("build.submit", {"dockerfile": bad, "archive": archive},
+                             fds=[fd])["error"]
             self.assertEqual(err["code"], -32602, bad)
             self.assertIn("dockerfile", err["message"])
+            # The client refuses it before asking the daemon.
+            r = d.cli("create", "--context", self.ctx, "--dockerfile", bad, "--ci")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("Dockerfile", r.stderr)
         os.symlink("/etc/hostname", os.path.join(self.ctx, "Outside"))
-        job = submit(d, self.ctx, dockerfile="Outside")
-        if "error" not in job:
-            job = wait_job(d, job["result"]["id"])
-            self.assertEqual(job["state"], "failed")
+        r = d.cli("create", "--context", self.ctx, "--dockerfile", "Outside", "--ci")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("outside the context", r.stderr)
         self.assertEqual(self.sim.builds(), [])
 
     def test_invalid_params_name_the_field(self):
@@ -454,6 +456,40 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("deleted 2 jobs", p.stdout)
         self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
+
+    def test_client_killed_while_packing_leaves_no_job_and_no_file(self):
+        # A sparse 20 GB file: packing it takes long enough to be caught in the act.
+        with open(os.path.join(self.ctx, "huge.img"), "wb") as f:
+            f.truncate(20 << 30)
+        d = self.start()
+        tmpdir = os.path.join(self.tmp, "clienttmp")
+        os.mkdir(tmpdir)
+        env = dict(os.environ, TMPDIR=tmpdir)
+        p = subprocess.Popen([CLI, "--socket", d.socket, "create", "--context", self.ctx,
+                              "--ci"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def packing():
+            # The archive is an unlinked file in TMPDIR, open in the client.
+            try:
+                links = [os.readlink("/proc/%d/fd/%s" % (p.pid, n))
+                         for n in os.listdir("/proc/%d/fd" % p.pid)]
+            except OSError:
+                return False
+            return any(l.startswith(tmpdir) for l in links)
+        wait_for(packing, 30, "the client to start packing")
+        p.kill()
+        p.communicate()
+        self.assertEqual(os.listdir(tmpdir), [])
+        self.assertEqual(d.call("build.list")["jobs"], [])
+        self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
+        self.assertEqual(self.sim.builds(), [])
+        self.assertTrue(d.call("daemon.info"))
+
+    def test_context_needs_no_daemon(self):
+        r = run_cli("--socket", os.path.join(self.tmp, "nothing.sock"), "context", self.ctx,
+                    "--files")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("./Dockerfile", r.stdout)
 
     def test_context_inspect_and_save_match_the_upload(self):
         write_tree(self.ctx, {".dockerignore": b"*.tmp\n", "junk.tmp": b"x" * 100})

@@ -1039,6 +1039,13 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(self.run_sim("--api-key", "k", "--bogus").returncode, 2)
         self.assertEqual(self.run_sim("--api-key", "k", "--faults", "{\"nope\": 1}").returncode, 2)
         self.assertEqual(self.run_sim("--api-key", "k", "--registry", "no-namespace").returncode, 2)
+        for flag in ("--log-ids", "--reconnect", "--heartbeat", "--submit-status"):
+            self.assertIn(flag, h.stdout)
+        for bad in (["--log-ids", "sometimes"], ["--reconnect", "later"],
+                    ["--submit-status", "204"], ["--heartbeat", "-1"]):
+            r = self.run_sim("--api-key", "k", *bad)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn(bad[0], r.stderr)
         self.assertEqual(self.run_sim("--api-key", "k", "--listen", "nonsense").returncode, 1)
 
 

@@ -4,9 +4,12 @@
  * starts a build that produces its log (buildlog.c) on a timer, independently of
  * who is watching — as a build pod would.  GET /builds/{id}/logs streams that log
  * as Server-Sent Events (ids 1, 2, … and a final {"done": true} or {"error": …}),
- * resuming after Last-Event-ID; each stream writes a bounded amount at a time and
- * waits for it to be flushed, so a fast log cannot pile up in memory.  The log
- * faults (404 on connect, drop after K events, stall) are taken per connection.
+ * resuming after Last-Event-ID — or, as --log-ids and --reconnect choose, with other
+ * ids or none, replaying from the start or continuing where the build's last stream
+ * stopped (what the real service does is unknown).  Each stream writes a bounded
+ * amount at a time and waits for it to be flushed, so a fast log cannot pile up in
+ * memory.  The log faults (404 on connect, drop after K events, stall) are taken per
+ * connection.
  */
 #include "sim.h"
 
@@ -73,7 +76,8 @@ struct sim_build {
 	size_t context_size;
 	struct sim_context *ctx;
 	struct sim_buildlog *log;
-	size_t produced; /* log lines emitted so far */
+	size_t produced;  /* log lines emitted so far */
+	size_t delivered; /* events any stream has sent: where --reconnect continue resumes */
 	char *final_event;
 	int hold;
 	bool released;
@@ -83,6 +87,7 @@ struct sim_build {
 	double created_at, started_at, finished_at;
 	int delete_count;
 	int log_connects;
+	int heartbeats; /* keep-alive comments sent on its streams */
 };
 
 /* --- helpers --- */
@@ -172,6 +177,7 @@ struct json_object *sim_build_json(const struct sim_build *b, bool full)
 	json_object_object_add(o, "held", json_object_new_boolean(b->waiting));
 	json_object_object_add(o, "delete_count", json_object_new_int(b->delete_count));
 	json_object_object_add(o, "log_connects", json_object_new_int(b->log_connects));
+	json_object_object_add(o, "heartbeats", json_object_new_int(b->heartbeats));
 	int active = 0;
 	for (const struct sim_stream *s = b->streams; s != NULL; s = s->next)
 		active++;
@@ -246,10 +252,22 @@ static void sim_stream_pump(struct sim_stream *s)
 			break;
 		const char *data =
 		    s->next_event < b->produced ? b->log->lines[s->next_event] : b->final_event;
-		evbuffer_add_printf(buf, "id: %zu\ndata: %s\n\n", s->next_event + 1, data);
+		switch (b->sim->config.log_ids) {
+		case SIM_IDS_ON:
+			evbuffer_add_printf(buf, "id: %zu\n", s->next_event + 1);
+			break;
+		case SIM_IDS_OPAQUE:
+			evbuffer_add_printf(buf, "id: %s:%zu\n", b->id, s->next_event + 1);
+			break;
+		case SIM_IDS_OFF:
+			break;
+		}
+		evbuffer_add_printf(buf, "data: %s\n\n", data);
 		s->next_event++;
 		s->sent++;
 	}
+	if (s->next_event > b->delivered)
+		b->delivered = s->next_event;
 	if (evbuffer_get_length(buf) > 0) {
 		s->flushing = true;
 		sim_reply_stream_chunk(s->r, buf, sim_stream_flushed_cb, s);
@@ -294,6 +312,7 @@ static void sim_stream_timer_cb(evutil_socket_t fd, short what, void *arg)
 		if (!s->flushing) {
 			struct evbuffer *buf = evbuffer_new();
 			evbuffer_add_printf(buf, ": keep-alive\n\n");
+			s->build->heartbeats++;
 			s->flushing = true;
 			sim_reply_stream_chunk(s->r, buf, sim_stream_flushed_cb, s);
 			evbuffer_free(buf);
@@ -720,7 +739,7 @@ void sim_builds_submit(struct sim_req *r)
 	struct json_object *answer = json_object_new_object();
 	json_object_object_add(answer, "build_id", json_object_new_string(b->id));
 	b = NULL;
-	sim_reply_json(r, 200, answer);
+	sim_reply_json(r, sim->config.submit_status, answer);
 out:
 	if (b != NULL)
 		sim_build_free(b);
@@ -764,6 +783,43 @@ void sim_builds_cancel(struct sim_req *r, const char *id)
 	sim_reply_json(r, 200, sim_build_json(b, false));
 }
 
+/* The event after Last-Event-ID lei into *from; *from is left alone for an id that
+ * is not one of this build's (a numeric one is always taken, as before --log-ids). */
+static void sim_stream_resume_point(const struct sim_build *b, const char *lei, size_t *from)
+{
+	const char *num = lei;
+	size_t idlen = strlen(b->id);
+	char *end;
+
+	if (lei == NULL)
+		return;
+	if (strncmp(lei, b->id, idlen) == 0 && lei[idlen] == ':')
+		num = lei + idlen + 1;
+	errno = 0;
+	unsigned long long n = strtoull(num, &end, 10);
+	if (errno == 0 && end != num && *end == '\0' && num[0] != '-')
+		*from = (size_t)n;
+}
+
+const char *sim_builds_by_image(const struct sim *sim, const char *image)
+{
+	for (size_t i = 0; i < sim->nbuilds; i++)
+		if (image != NULL && strcmp(sim->builds[i]->image_ref, image) == 0)
+			return sim->builds[i]->id;
+	return NULL;
+}
+
+struct json_object *sim_build_log_json(const struct sim_build *b)
+{
+	struct json_object *o = json_object_new_object(), *lines = json_object_new_array();
+	for (size_t i = 0; i < b->produced; i++)
+		json_object_array_add(lines, json_object_new_string(b->log->lines[i]));
+	json_object_object_add(o, "lines", lines);
+	sim_string_field(o, "final", b->final_event);
+	json_object_object_add(o, "delivered", json_object_new_int64((int64_t)b->delivered));
+	return o;
+}
+
 void sim_builds_logs(struct sim_req *r, const char *id)
 {
 	struct sim *sim = r->sim;
@@ -783,19 +839,15 @@ void sim_builds_logs(struct sim_req *r, const char *id)
 	s->r = r;
 	s->drop_after = -1;
 	s->timer = evtimer_new(sim->base, sim_stream_timer_cb, s);
-	const char *lei = sim_req_header(r, "Last-Event-ID");
-	if (lei != NULL) {
-		char *end;
-		errno = 0;
-		unsigned long long n = strtoull(lei, &end, 10);
-		if (errno == 0 && end != lei && *end == '\0' && lei[0] != '-') {
-			size_t last = sim_build_events(b);
-			/* After the end, a reconnect is told the end again. */
-			if (b->final_event != NULL && n >= last)
-				n = last - 1;
-			s->next_event = (size_t)n;
-		}
-	}
+	size_t from = 0;
+	if (sim->config.reconnect == SIM_RECONNECT_CONTINUE)
+		from = b->delivered;
+	else if (sim->config.reconnect == SIM_RECONNECT_RESUME)
+		sim_stream_resume_point(b, sim_req_header(r, "Last-Event-ID"), &from);
+	/* After the end, a reconnect is told the end again. */
+	if (b->final_event != NULL && from >= sim_build_events(b))
+		from = sim_build_events(b) - 1;
+	s->next_event = from;
 	if (sim->faults.logs_drop_count > 0 && sim->faults.logs_drop_after >= 0) {
 		sim->faults.logs_drop_count--;
 		s->drop_after = sim->faults.logs_drop_after;

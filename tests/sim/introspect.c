@@ -66,6 +66,8 @@ static void sim_introspect_build(struct sim_req *r)
 		json_object_object_add(o, "was_held",
 		                       json_object_new_boolean(sim_build_release(b)));
 		sim_reply_json(r, 200, o);
+	} else if (r->nseg == 4 && sim_seg(r, 3, "log") && r->method == EVHTTP_REQ_GET) {
+		sim_reply_json(r, 200, sim_build_log_json(b));
 	} else if (r->nseg == 4 && sim_seg(r, 3, "context") && r->method == EVHTTP_REQ_GET) {
 		sim_introspect_context(r, b);
 	} else {

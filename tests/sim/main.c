@@ -39,6 +39,13 @@ static const char sim_usage[] =
     "  --latency-ms N            extra delay before answering each API request\n"
     "  --heartbeat-ms N          SSE keep-alive comment interval when idle (default 15000;\n"
     "                            0 disables)\n"
+    "  --heartbeat SECONDS       the same in seconds (0 = no heartbeats)\n"
+    "  --log-ids on|off|opaque   log events carry numeric ids, none, or non-numeric ones\n"
+    "                            (default on)\n"
+    "  --reconnect MODE          a log reconnect: resume (after Last-Event-ID, the default),\n"
+    "                            replay (from the start) or continue (where the build's\n"
+    "                            last stream stopped)\n"
+    "  --submit-status 200|201|202  status of an accepted submit (default 200)\n"
     "  --max-body-bytes N        largest accepted request body (default 4 GiB)\n"
     "  --faults JSON             initial faults, as the body of POST /_sim/faults\n"
     "  --verbose                 log each answered request to stderr\n"
@@ -55,6 +62,10 @@ enum {
 	OPT_LOG_LINES,
 	OPT_LATENCY,
 	OPT_HEARTBEAT,
+	OPT_HEARTBEAT_S,
+	OPT_LOG_IDS,
+	OPT_RECONNECT,
+	OPT_SUBMIT_STATUS,
 	OPT_MAX_BODY,
 	OPT_FAULTS,
 	OPT_VERBOSE,
@@ -73,6 +84,10 @@ static const struct option sim_options[] = {
     {"log-lines", required_argument, NULL, OPT_LOG_LINES},
     {"latency-ms", required_argument, NULL, OPT_LATENCY},
     {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
+    {"heartbeat", required_argument, NULL, OPT_HEARTBEAT_S},
+    {"log-ids", required_argument, NULL, OPT_LOG_IDS},
+    {"reconnect", required_argument, NULL, OPT_RECONNECT},
+    {"submit-status", required_argument, NULL, OPT_SUBMIT_STATUS},
     {"max-body-bytes", required_argument, NULL, OPT_MAX_BODY},
     {"faults", required_argument, NULL, OPT_FAULTS},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
@@ -92,6 +107,19 @@ static int sim_parse_number(const char *opt, const char *s, long long max, long 
 	}
 	*out = v;
 	return 0;
+}
+
+/* The index of value in the NULL-terminated names, or -1 with a message. */
+static int sim_parse_choice(const char *opt, const char *value, const char *const *names)
+{
+	for (int i = 0; names[i] != NULL; i++)
+		if (strcmp(value, names[i]) == 0)
+			return i;
+	fprintf(stderr, "snapbuild-sim: --%s wants one of", opt);
+	for (int i = 0; names[i] != NULL; i++)
+		fprintf(stderr, "%s%s", i ? ", " : " ", names[i]);
+	fputc('\n', stderr);
+	return -1;
 }
 
 static void sim_set(char **slot, const char *value)
@@ -116,6 +144,9 @@ static int sim_parse_args(struct sim *sim, int argc, char **argv, char **faults_
 		sim_set(&c->api_key, getenv("SNAPBUILD_SIM_API_KEY"));
 	c->log_interval_ms = 30;
 	c->heartbeat_ms = 15000;
+	c->log_ids = SIM_IDS_ON;
+	c->reconnect = SIM_RECONNECT_RESUME;
+	c->submit_status = 200;
 	c->max_body_bytes = 4ll << 30;
 	while ((opt = getopt_long(argc, argv, "", sim_options, NULL)) != -1) {
 		const char *name = opt >= OPT_LISTEN && opt <= OPT_VERSION
@@ -160,6 +191,35 @@ static int sim_parse_args(struct sim *sim, int argc, char **argv, char **faults_
 				return -1;
 			c->heartbeat_ms = (int)n;
 			break;
+		case OPT_HEARTBEAT_S:
+			if (sim_parse_number(name, optarg, 3600, &n) < 0)
+				return -1;
+			c->heartbeat_ms = (int)n * 1000;
+			break;
+		case OPT_LOG_IDS: {
+			static const char *const ids[] = {"on", "off", "opaque", NULL};
+			int i = sim_parse_choice(name, optarg, ids);
+			if (i < 0)
+				return -1;
+			c->log_ids = (enum sim_log_ids)i;
+			break;
+		}
+		case OPT_RECONNECT: {
+			static const char *const modes[] = {"resume", "replay", "continue", NULL};
+			int i = sim_parse_choice(name, optarg, modes);
+			if (i < 0)
+				return -1;
+			c->reconnect = (enum sim_reconnect)i;
+			break;
+		}
+		case OPT_SUBMIT_STATUS: {
+			static const char *const statuses[] = {"200", "201", "202", NULL};
+			int i = sim_parse_choice(name, optarg, statuses);
+			if (i < 0)
+				return -1;
+			c->submit_status = 200 + i;
+			break;
+		}
 		case OPT_MAX_BODY:
 			if (sim_parse_number(name, optarg, LLONG_MAX, &n) < 0)
 				return -1;

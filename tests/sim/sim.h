@@ -20,6 +20,19 @@ struct sim_build;
 struct sim_snapshots;
 struct sim_reqlog;
 
+/* What the real service does is unknown on these points; each is a choice here. */
+enum sim_log_ids {
+	SIM_IDS_ON,     /* id: 1, 2, 3, ... */
+	SIM_IDS_OFF,    /* no id: lines */
+	SIM_IDS_OPAQUE, /* id: <build id>:<n>, not a number */
+};
+
+enum sim_reconnect {
+	SIM_RECONNECT_RESUME,   /* after Last-Event-ID; from the start without one */
+	SIM_RECONNECT_REPLAY,   /* from the start, Last-Event-ID ignored */
+	SIM_RECONNECT_CONTINUE, /* where the build's last stream stopped, whoever asks */
+};
+
 struct sim_config {
 	char *listen;
 	char *api_key;
@@ -31,6 +44,9 @@ struct sim_config {
 	long log_lines;
 	int latency_ms;
 	int heartbeat_ms;
+	enum sim_log_ids log_ids;
+	enum sim_reconnect reconnect;
+	int submit_status; /* the status of an accepted POST /builds */
 	int64_t max_body_bytes;
 	bool verbose;
 };
@@ -172,6 +188,10 @@ void sim_builds_logs(struct sim_req *r, const char *id);
 struct sim_build *sim_builds_find(struct sim *sim, const char *id);
 struct json_object *sim_build_json(const struct sim_build *b, bool full);
 const char *sim_build_context_path(const struct sim_build *b);
+/* {lines: the log lines produced so far, final: the final event or null, delivered}. */
+struct json_object *sim_build_log_json(const struct sim_build *b);
+/* The id of the build whose image_ref is image, or NULL. */
+const char *sim_builds_by_image(const struct sim *sim, const char *image);
 /* Lets a held build go on; false when it was not held. */
 bool sim_build_release(struct sim_build *b);
 void sim_builds_free(struct sim *sim);

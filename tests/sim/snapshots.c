@@ -342,8 +342,17 @@ struct json_object *sim_snapshots_introspect(const struct sim *sim)
 {
 	const struct sim_snapshots *st = sim->snapshots;
 	struct json_object *arr = json_object_new_array();
-	for (size_t i = 0; i < st->n; i++)
-		json_object_array_add(arr, sim_snapshot_json(st->v[i], true));
+	for (size_t i = 0; i < st->n; i++) {
+		struct json_object *o = sim_snapshot_json(st->v[i], true);
+		const char *build = sim_builds_by_image(sim, st->v[i]->image);
+		size_t earlier = 0;
+		/* a client must register one snapshot per build: flag every further one */
+		for (size_t k = 0; build != NULL && k < i; k++)
+			earlier += st->v[k]->image && strcmp(st->v[k]->image, st->v[i]->image) == 0;
+		json_object_object_add(o, "build_id", build ? json_object_new_string(build) : NULL);
+		json_object_object_add(o, "duplicate", json_object_new_boolean(earlier > 0));
+		json_object_array_add(arr, o);
+	}
 	return arr;
 }
 

@@ -274,6 +274,11 @@ static void test_builder_url_from_base(void **state)
 	    {"http://127.0.0.1:8080", "http://127.0.0.1:8080"},
 	    {"https://myapi.bartender.example.com", "https://myapi.bartender.example.com"},
 	    {"https://example.com/api.bartender.x", "https://example.com/api.bartender.x"},
+	    /* the SDKs replace "api.bartender." anywhere; only a host prefix is replaced here */
+	    {"https://example.com/api.bartender.x/", "https://example.com/api.bartender.x"},
+	    {"https://api.bartender.codesandbox.io//", "https://builder.codesandbox.io"},
+	    {"http://127.0.0.1:8080/", "http://127.0.0.1:8080"},
+	    {"http://127.0.0.1:8080/prefix/", "http://127.0.0.1:8080/prefix"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		char *got = api_builder_url_from_base(cases[i].in);
@@ -490,6 +495,67 @@ static void test_submit_client_error_not_retried(void **state)
 	assert_int_equal(json_object_array_length(reqs), 1);
 	json_object_put(reqs);
 	res_free(&r);
+}
+
+static void test_submit_any_2xx_with_build_id_succeeds(void **state)
+{
+	struct ctx *c = *state;
+	struct res r201 = {0}, r202 = {0};
+
+	serve(c, "{\"POST /builds\": [{\"status\": 201, \"json\": {\"build_id\": \"b-201\"}},"
+	         " {\"status\": 202, \"json\": {\"build_id\": \"b-202\"}}]}");
+	c->archive = write_archive(1000);
+	submit(c, &r201, NULL);
+	wait_done(c, &r201);
+	submit(c, &r202, NULL);
+	wait_done(c, &r202);
+	assert_false(r201.had_err);
+	assert_string_equal(r201.build_id, "b-201");
+	assert_false(r202.had_err);
+	assert_string_equal(r202.build_id, "b-202");
+	res_free(&r201);
+	res_free(&r202);
+}
+
+static void test_submit_every_5xx_is_retried(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	json_object *reqs;
+
+	serve(c, "{\"POST /builds\": [{\"status\": 507}, {\"status\": 520},"
+	         " {\"json\": {\"build_id\": \"b\"}}]}");
+	c->archive = write_archive(1000);
+	submit(c, &r, NULL);
+	wait_done(c, &r);
+	assert_false(r.had_err);
+	reqs = requests(c);
+	assert_int_equal(json_object_array_length(reqs), 3);
+	json_object_put(reqs);
+	res_free(&r);
+}
+
+static void test_submit_other_4xx_are_not_retried(void **state)
+{
+	static const int statuses[] = {401, 403, 404, 409, 413, 422};
+	struct ctx *c = *state;
+	json_object *reqs;
+
+	/* one answer each, in turn: a retry would take the next submit's answer */
+	serve(c, "{\"POST /builds\": [{\"status\": 401}, {\"status\": 403}, {\"status\": 404},"
+	         " {\"status\": 409}, {\"status\": 413}, {\"status\": 422}]}");
+	c->archive = write_archive(1000);
+	for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+		struct res r = {0};
+		submit(c, &r, NULL);
+		wait_done(c, &r);
+		assert_int_equal(r.status, statuses[i]);
+		res_free(&r);
+	}
+	test_loop_for(c->base, 0.2);
+	reqs = requests(c);
+	assert_int_equal(json_object_array_length(reqs), 6);
+	json_object_put(reqs);
 }
 
 static void test_submit_unauthorized_hint(void **state)
@@ -859,6 +925,172 @@ static void test_follow_without_ids_delivers_every_line(void **state)
 	res_free(&r);
 }
 
+/*
+ * Serves the log as a list of connections, each a string of space-separated tokens:
+ * "text" an event without id, "ID=text" one with that id, "!drop" a reset, "!stall"
+ * silence until the client leaves, "!done" the final {"done": true}.
+ */
+static void serve_streams(struct ctx *c, const char *const *conns, size_t n)
+{
+	json_object *script = json_object_new_object(), *answers = json_object_new_array();
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *sse = json_object_new_array(), *ans = json_object_new_object();
+		char *copy = xstrdup(conns[i]), *save = NULL;
+		for (char *t = strtok_r(copy, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+			char *eq = strchr(t, '='), *ev;
+			if (strcmp(t, "!drop") == 0 || strcmp(t, "!stall") == 0) {
+				json_object *o = json_object_new_object();
+				json_object_object_add(o, t + 1, json_object_new_boolean(1));
+				json_object_array_add(sse, o);
+				continue;
+			}
+			if (strcmp(t, "!done") == 0)
+				ev = xstrdup("data: {\"done\": true}\n\n");
+			else if (eq)
+				ev = xasprintf("id: %.*s\ndata: %s\n\n", (int)(eq - t), t, eq + 1);
+			else
+				ev = xasprintf("data: %s\n\n", t);
+			json_object_array_add(sse, json_object_new_string(ev));
+			free(ev);
+		}
+		free(copy);
+		json_object_object_add(ans, "sse", sse);
+		json_object_array_add(answers, ans);
+	}
+	json_object_object_add(script, "GET /builds/b1/logs", answers);
+	serve(c, json_object_to_json_string_ext(script, JSON_C_TO_STRING_PLAIN));
+	json_object_put(script);
+}
+
+static void follow_streams(struct ctx *c, struct res *r, const char *const *conns, size_t n)
+{
+	serve_streams(c, conns, n);
+	follow(c, r, NULL);
+	wait_done(c, r);
+	assert_false(r->had_err);
+	assert_true(r->end_done);
+}
+
+static void test_follow_replay_without_ids_is_skipped(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	const char *conns[] = {"l1 l2 l3 !drop", "l1 l2 l3 l4 l5 !done"};
+	const char *want[] = {"l1", "l2", "l3", "l4", "l5"};
+
+	follow_streams(c, &r, conns, 2);
+	assert_lines(&r, want, 5);
+	res_free(&r);
+}
+
+static void test_follow_continuation_without_ids_is_kept(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	const char *conns[] = {"l1 l2 l3 !drop", "l4 l5 !done"};
+	const char *want[] = {"l1", "l2", "l3", "l4", "l5"};
+
+	follow_streams(c, &r, conns, 2);
+	assert_lines(&r, want, 5);
+	res_free(&r);
+}
+
+static void test_follow_replay_with_opaque_ids_after_stall(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	json_object *reqs;
+	const char *conns[] = {"a=l1 b=l2 !stall", "a=l1 b=l2 c=l3 !done"};
+	const char *want[] = {"l1", "l2", "l3"};
+
+	serve_streams(c, conns, 2);
+	api_set_stall_timeout(c->api, 300);
+	follow(c, &r, NULL);
+	wait_done(c, &r);
+	assert_true(r.end_done);
+	assert_lines(&r, want, 3);
+	assert_string_equal(r.ids[2], "c");
+	reqs = requests(c);
+	assert_string_equal(header(req(reqs, 1), "last-event-id"), "b");
+	json_object_put(reqs);
+	res_free(&r);
+}
+
+static void test_follow_replay_that_drops_again_is_matched_afresh(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	const char *conns[] = {"l1 l2 l3 !drop", "l1 l2 !drop", "l1 l2 l3 l4 !done"};
+	const char *want[] = {"l1", "l2", "l3", "l4"};
+
+	follow_streams(c, &r, conns, 3);
+	assert_lines(&r, want, 4);
+	res_free(&r);
+}
+
+static void test_follow_partial_match_is_a_continuation(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	/* the new stream starts like the log but goes on differently before repeating
+	 * all of it: a continuation after all, nothing held back is lost */
+	const char *conns[] = {"l1 l2 l3 !drop", "l1 l2 x !done"};
+	const char *want[] = {"l1", "l2", "l3", "l1", "l2", "x"};
+
+	follow_streams(c, &r, conns, 2);
+	assert_lines(&r, want, 6);
+	res_free(&r);
+}
+
+static void test_follow_repeated_opening_is_the_documented_limit(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	/* a continuation that repeats every line stored so far cannot be told from a
+	 * replay: its repeat of them is taken for one (PROTOCOL.md, "Build logs") */
+	const char *conns[] = {"a b !drop", "a b c !done"};
+	const char *want[] = {"a", "b", "c"};
+
+	follow_streams(c, &r, conns, 2);
+	assert_lines(&r, want, 3);
+	res_free(&r);
+}
+
+static void test_follow_seeded_lines_recognise_a_replay(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	const char *conns[] = {"l1 l2 l3 !done"};
+	const char *want[] = {"l3"};
+
+	serve_streams(c, conns, 1);
+	follow(c, &r, NULL);
+	api_follow_seed(r.op, "l1", 2);
+	api_follow_seed(r.op, "l2", 2);
+	wait_done(c, &r);
+	assert_true(r.end_done);
+	assert_lines(&r, want, 1);
+	res_free(&r);
+}
+
+static void test_follow_seeded_lines_and_a_continuation(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	const char *conns[] = {"l3 l4 !done"};
+	const char *want[] = {"l3", "l4"};
+
+	serve_streams(c, conns, 1);
+	follow(c, &r, NULL);
+	api_follow_seed(r.op, "l1", 2);
+	api_follow_seed(r.op, "l2", 2);
+	wait_done(c, &r);
+	assert_true(r.end_done);
+	assert_lines(&r, want, 2);
+	res_free(&r);
+}
+
 static void test_follow_error_event_is_final(void **state)
 {
 	struct ctx *c = *state;
@@ -902,6 +1134,29 @@ static void test_follow_reconnects_after_stall(void **state)
 	reqs = requests(c);
 	assert_int_equal(json_object_array_length(reqs), 2);
 	assert_string_equal(header(req(reqs, 1), "last-event-id"), "1");
+	json_object_put(reqs);
+	res_free(&r);
+}
+
+static void test_follow_silence_on_answered_streams_is_not_a_failure(void **state)
+{
+	struct ctx *c = *state;
+	struct res r = {0};
+	json_object *reqs;
+	/* more silent connections than attempts: a quiet step, however long, is no error */
+	const char *conns[] = {"!stall", "!stall", "!stall",  "!stall",
+	                       "!stall", "!stall", "l1 !done"};
+	const char *want[] = {"l1"};
+
+	serve_streams(c, conns, 7);
+	api_set_stall_timeout(c->api, 200);
+	follow(c, &r, NULL);
+	wait_done(c, &r);
+	assert_false(r.had_err);
+	assert_true(r.end_done);
+	assert_lines(&r, want, 1);
+	reqs = requests(c);
+	assert_int_equal(json_object_array_length(reqs), 7);
 	json_object_put(reqs);
 	res_free(&r);
 }
@@ -1312,6 +1567,9 @@ int main(void)
 	    T(test_submit_gives_up_after_three_attempts),
 	    T(test_submit_honours_retry_after),
 	    T(test_submit_client_error_not_retried),
+	    T(test_submit_any_2xx_with_build_id_succeeds),
+	    T(test_submit_every_5xx_is_retried),
+	    T(test_submit_other_4xx_are_not_retried),
 	    T(test_submit_unauthorized_hint),
 	    T(test_submit_without_build_id_is_an_error),
 	    T(test_submit_unreachable),
@@ -1329,8 +1587,17 @@ int main(void)
 	    T(test_follow_drops_reset_the_attempt_count),
 	    T(test_follow_resumes_from_given_id),
 	    T(test_follow_without_ids_delivers_every_line),
+	    T(test_follow_replay_without_ids_is_skipped),
+	    T(test_follow_continuation_without_ids_is_kept),
+	    T(test_follow_replay_with_opaque_ids_after_stall),
+	    T(test_follow_replay_that_drops_again_is_matched_afresh),
+	    T(test_follow_partial_match_is_a_continuation),
+	    T(test_follow_repeated_opening_is_the_documented_limit),
+	    T(test_follow_seeded_lines_recognise_a_replay),
+	    T(test_follow_seeded_lines_and_a_continuation),
 	    T(test_follow_error_event_is_final),
 	    T(test_follow_reconnects_after_stall),
+	    T(test_follow_silence_on_answered_streams_is_not_a_failure),
 	    T(test_follow_empty_streams_count_as_failures),
 	    T(test_follow_huge_line_truncated),
 	    T(test_follow_endless_line_stays_bounded),

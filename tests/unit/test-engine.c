@@ -74,9 +74,9 @@ static void test_build_argv(void **state)
 	                                     "-t",
 	                                     "reg.example.com:5000/ns/image-a:b",
 	                                     "--build-arg",
-	                                     "A=1",
+	                                     "A",
 	                                     "--build-arg",
-	                                     "B=two words",
+	                                     "B",
 	                                     "/job/context",
 	                                     NULL};
 	static const char *const podman[] = {"podman",       "--storage-driver",
@@ -85,8 +85,8 @@ static void test_build_argv(void **state)
 	                                     "-f",           "docker/Dockerfile.prod",
 	                                     "-t",           "reg.example.com:5000/ns/image-a:b",
 	                                     "--isolation",  "chroot",
-	                                     "--build-arg",  "A=1",
-	                                     "--build-arg",  "B=two words",
+	                                     "--build-arg",  "A",
+	                                     "--build-arg",  "B",
 	                                     "/job/context", NULL};
 	static const char *const buildah[] = {"buildah",      "--storage-driver",
 	                                      "vfs",          "bud",
@@ -94,8 +94,8 @@ static void test_build_argv(void **state)
 	                                      "-f",           "docker/Dockerfile.prod",
 	                                      "-t",           "reg.example.com:5000/ns/image-a:b",
 	                                      "--isolation",  "chroot",
-	                                      "--build-arg",  "A=1",
-	                                      "--build-arg",  "B=two words",
+	                                      "--build-arg",  "A",
+	                                      "--build-arg",  "B",
 	                                      "/job/context", NULL};
 	static const char *const minimal[] = {"buildah", "bud",   "-f", "Dockerfile",
 	                                      "-t",      "r/i:t", "/c", NULL};

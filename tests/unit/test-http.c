@@ -47,6 +47,7 @@ struct result {
 	size_t stream_len;
 	long stream_status;
 	int data_calls;
+	int header_calls; /* on_data with len 0: the headers are in, before any body */
 	/* progress */
 	uint64_t last_sent, last_total;
 	int progress_calls;
@@ -489,6 +490,8 @@ static void data_cb(void *arg, long status, const char *buf, size_t len)
 	r->stream[r->stream_len] = '\0';
 	r->stream_status = status;
 	r->data_calls++;
+	if (len == 0 && r->stream_len == 0)
+		r->header_calls++;
 	if (r->cancel_in_data) {
 		http_cancel(r->xfer);
 		if (r->started_in_data) {
@@ -514,7 +517,8 @@ static void test_streaming_delivers_body_as_it_comes(void **state)
 	assert_int_equal(r.status, 200);
 	assert_int_equal(r.stream_status, 200);
 	assert_string_equal(r.stream, "data: one\n\ndata: two\n\n");
-	assert_true(r.data_calls >= 2);
+	assert_int_equal(r.header_calls, 1);
+	assert_true(r.data_calls >= 3);
 	assert_int_equal(r.body_len, 0);
 	assert_string_equal(r.content_type, "text/event-stream");
 	free(url);

@@ -8,11 +8,13 @@
  *
  * The gzip stream is a series of independent members, one per 1 MiB of tar,
  * compressed in parallel (libdeflate) with a bounded number of chunks in flight, so
- * memory does not grow with the context.  The archive is spooled as
- * <out_dir>/<sha256>.tar.gz through a temporary file, fsync and rename.
+ * memory does not grow with the context.  The archive goes to a descriptor (the
+ * client's temporary file handed to the daemon, or `snapbuild context --save`), or is
+ * stored as <out_dir>/<sha256>.tar.gz through a temporary file, fsync and rename.
  *
- * pack_run blocks: it runs on a worker thread (see worker.h) and touches neither
- * libevent nor SQLite.
+ * This is the client side of the trust boundary: it reads the user's tree with the
+ * user's own rights.  The daemon never runs it; it receives the finished archive.
+ * pack_run blocks and is safe to call from any thread.
  */
 #ifndef SNAPBUILD_PACK_H
 #define SNAPBUILD_PACK_H
@@ -28,8 +30,10 @@ struct pack_options {
 	int dirfd;              /* context directory, opened O_DIRECTORY; borrowed */
 	const char *dockerfile; /* relative path; must exist inside the context: a regular
 	                           file or a symlink resolving inside it (NULL: "Dockerfile") */
-	const char *out_dir;    /* spool dir: archive written to <out_dir>/<sha256>.tar.gz via a
-	                           temp file + rename; NULL = inspect only (no archive) */
+	bool to_fd;             /* the archive is written to out_fd (borrowed) */
+	int out_fd;
+	const char *out_dir;    /* else, when set: archive written to <out_dir>/<sha256>.tar.gz
+	                           via a temp file + fsync + rename; neither = inspect only */
 	int threads;            /* compression threads, 0 = number of CPUs */
 	int level;              /* gzip level 1..12 (libdeflate), 0 = default 6 */
 	bool list_files;        /* fill result->files (inspect) */
@@ -51,8 +55,8 @@ struct pack_result {
 	int status;         /* PACK_OK, PACK_ERROR, PACK_CANCELLED */
 	char *error;        /* message with the offending path, e.g. "cannot read
 	                       ./secret.key: Permission denied" */
-	char *archive_path; /* spool file (NULL for inspect) */
-	char sha256[65];    /* of the .tar.gz bytes (empty for inspect) */
+	char *archive_path; /* out_dir's file (NULL otherwise) */
+	char sha256[65];    /* of the .tar.gz bytes (empty for inspect only) */
 	uint64_t archive_size, file_count, total_bytes; /* total_bytes = uncompressed file
 	                                                   content */
 	struct pack_file *files;                        /* when list_files, in archive order */

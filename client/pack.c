@@ -1004,38 +1004,45 @@ static int pack_threads(const struct pack_options *o)
 	return n > PACK_MAX_THREADS ? PACK_MAX_THREADS : (int)n;
 }
 
+/* Write the archive to fd, which the caller opened for writing. */
+static int pack_archive(struct pack_ctx *c, int fd)
+{
+	const struct pack_options *o = c->o;
+	int level = o->level ? o->level : PACK_DEFAULT_LEVEL;
+
+	if (level < 0 || level > 12)
+		return pack_fail(c, "invalid compression level %d", o->level);
+	c->gz_started = true; /* pack_gz_stop undoes even a partial start */
+	if (pack_gz_start(&c->gz, pack_threads(o), level, fd) < 0)
+		return pack_fail(c, "cannot start compression threads: %s", strerror(errno));
+	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0)
+		return -1;
+	if (archive_write_close(c->ar) != ARCHIVE_OK)
+		return pack_fail(c, "cannot write the archive: %s", archive_error_string(c->ar));
+	if (pack_gz_finish(&c->gz, c->r->sha256) < 0)
+		return pack_fail(c, "cannot write the archive: %s", strerror(errno));
+	c->r->archive_size = c->gz.out_bytes;
+	return 0;
+}
+
 /* Write the archive to a temporary file in out_dir, then rename it to its digest. */
 static void pack_spool(struct pack_ctx *c)
 {
 	const struct pack_options *o = c->o;
 	struct pack_result *r = c->r;
 	char *tmp = xasprintf("%s/.pack-XXXXXX", o->out_dir), *final = NULL;
-	int fd, dfd = -1, level = o->level ? o->level : PACK_DEFAULT_LEVEL;
+	int fd, dfd = -1;
 	bool done = false;
 
-	if (level < 0 || level > 12) {
-		pack_fail(c, "invalid compression level %d", o->level);
-		free(tmp);
-		return;
-	}
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
 		pack_fail(c, "cannot create a spool file in %s: %s", o->out_dir, strerror(errno));
 		free(tmp);
 		return;
 	}
-	c->gz_started = true; /* pack_gz_stop undoes even a partial start */
-	if (pack_gz_start(&c->gz, pack_threads(o), level, fd) < 0) {
-		pack_fail(c, "cannot start compression threads: %s", strerror(errno));
+	if (pack_archive(c, fd) < 0)
 		goto out;
-	}
-	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0)
-		goto out;
-	if (archive_write_close(c->ar) != ARCHIVE_OK) {
-		pack_fail(c, "cannot write the archive: %s", archive_error_string(c->ar));
-		goto out;
-	}
-	if (pack_gz_finish(&c->gz, r->sha256) < 0 || fsync(fd) < 0) {
+	if (fsync(fd) < 0) {
 		pack_fail(c, "cannot write the spool file %s: %s", tmp, strerror(errno));
 		goto out;
 	}
@@ -1054,7 +1061,6 @@ static void pack_spool(struct pack_ctx *c)
 	}
 	r->archive_path = final;
 	final = NULL;
-	r->archive_size = c->gz.out_bytes;
 out:
 	if (!done)
 		unlink(tmp);
@@ -1083,7 +1089,9 @@ void pack_run(const struct pack_options *o, struct pack_result *r)
 	if (pack_check_dockerfile(&c, df) < 0 || pack_load_ignore(&c, df) < 0)
 		goto out;
 	pack_force(&c, xstrdup(".dockerignore"));
-	if (o->out_dir != NULL)
+	if (o->to_fd)
+		pack_archive(&c, o->out_fd);
+	else if (o->out_dir != NULL)
 		pack_spool(&c);
 	else
 		pack_walk_root(&c);
