@@ -56,6 +56,7 @@ struct api {
 	char *base_url;
 	char *builder_url;
 	char *key;
+	char *config_file;
 	struct api_timing timing;
 	LIST_HEAD(, api_op) ops;
 };
@@ -350,11 +351,49 @@ static void api_error_set(struct api_error *err, long status, char *message)
 	err->hint = hint ? xstrdup(hint) : NULL;
 }
 
-static void api_error_from_response(struct api_error *err, const struct http_response *resp)
+/* What to do about a failure on the way to the service: TLS and proxies have their own. */
+static char *api_transport_hint(const struct api *a, const struct http_response *resp)
 {
-	if (resp->error)
+	const char *conf = a && a->config_file ? a->config_file : "snapbuildd.conf";
+
+	switch (resp->failure) {
+	case HTTP_FAILURE_TLS_UNTRUSTED:
+		return xasprintf("the daemon does not trust the authority that signed this "
+		                 "certificate: if it is a private CA or a TLS-inspecting "
+		                 "proxy's, put that CA certificate (PEM) in a file and set "
+		                 "ca_file in %s, then restart the daemon",
+		                 conf);
+	case HTTP_FAILURE_TLS_EXPIRED:
+		return xstrdup("the certificate is outside its validity period: check this "
+		               "machine's clock, or tell whoever runs that server");
+	case HTTP_FAILURE_TLS_NAME:
+		return xasprintf("the certificate is for another host name: check base_url and "
+		                 "builder_url (TOGETHER_BASE_URL) in %s, or the proxy",
+		                 conf);
+	case HTTP_FAILURE_TLS:
+		return xasprintf("check base_url (TOGETHER_BASE_URL) and ca_file in %s", conf);
+	case HTTP_FAILURE_PROXY:
+		return xasprintf("check that the proxy runs and allows CONNECT to the service, or "
+		                 "set proxy and no_proxy in %s (without proxy there, https_proxy "
+		                 "and no_proxy in the daemon's environment apply)",
+		                 conf);
+	default:
+		return NULL;
+	}
+}
+
+static void api_error_from_response(struct api_error *err, const struct api *a,
+                                    const struct http_response *resp)
+{
+	char *hint;
+
+	if (resp->error) {
 		api_error_set(err, 0, xstrdup(resp->error));
-	else
+		if ((hint = api_transport_hint(a, resp)) != NULL) {
+			free(err->hint);
+			err->hint = hint;
+		}
+	} else
 		api_error_set(err, resp->status,
 		              api_body_message(resp->status, resp->body, resp->body_len));
 }
@@ -612,7 +651,7 @@ static void api_http_done_cb(void *arg, const struct http_response *resp)
 		api_schedule(op, delay);
 		return;
 	}
-	api_error_from_response(&err, resp);
+	api_error_from_response(&err, op->a, resp);
 	api_finish(op, &err, resp->status, NULL);
 out:
 	api_error_clear(&err);
@@ -641,7 +680,10 @@ static void api_send(struct api_op *op)
 	    .content_type = op->body ? "application/json" : NULL,
 	    .parts = op->nparts ? op->parts : NULL,
 	    .nparts = op->nparts,
-	    .fresh_connect = op->method && strcmp(op->method, "POST") == 0,
+	    /* What the service must not see twice gets a connection of its own (see
+	     * http.h); everything else is retried here anyway after a transport error,
+	     * so it shares connections, multiplexed on HTTP/2. */
+	    .fresh_connect = op->retry != API_RETRY_ALL,
 	    .timeout_ms = op->timeout_ms,
 	    .low_speed_time_s = op->low_speed_s,
 	    .on_upload_progress = op->progress_cb ? api_progress_cb : NULL,
@@ -1016,7 +1058,7 @@ static void follow_http_done_cb(void *arg, const struct http_response *resp)
 		api_error_set(&err, 0, xasprintf("%s (%d attempts)", why, op->attempt));
 		follow_retry(op, why, follow_reconnect_ms(op), &err);
 	} else if (resp->error || api_status_retryable(resp->status) || resp->status == 404) {
-		api_error_from_response(&err, resp);
+		api_error_from_response(&err, op->a, resp);
 		why = resp->status == 404
 		          ? xstrdup("the build's log is not there yet (HTTP 404)")
 		          : xasprintf("cannot read the log stream (%s)", err.message);
@@ -1024,7 +1066,7 @@ static void follow_http_done_cb(void *arg, const struct http_response *resp)
 		             api_delay_ms(op, op->a->timing.follow_retry_ms, resp->retry_after),
 		             &err);
 	} else {
-		api_error_from_response(&err, resp);
+		api_error_from_response(&err, op->a, resp);
 		why = NULL;
 		op->finishing = true;
 		op->cbs.on_end(op->arg, &err, false, NULL);
@@ -1070,9 +1112,9 @@ static void follow_connect(struct api_op *op)
 	    .headers = headers,
 	    .max_body = API_STREAM_ERR_BODY,
 	    .on_data = follow_data_cb,
-	    /* Not the submit's kept-alive connection: with the peer's Nagle and our delayed
-	     * ACKs a reused one batched log lines ~20 ms apart. */
-	    .fresh_connect = true,
+	    /* Not the submit's kept-alive HTTP/1.1 connection: with the peer's Nagle and
+	     * our delayed ACKs a reused one batched log lines ~20 ms apart. */
+	    .own_connection = true,
 	};
 
 	if (*lei == '\0' && op->resume_id)
@@ -1259,6 +1301,12 @@ void api_set_key(struct api *a, const char *api_key)
 	a->key = api_key ? xstrdup(api_key) : NULL;
 }
 
+void api_set_config_file(struct api *a, const char *path)
+{
+	free(a->config_file);
+	a->config_file = path ? xstrdup(path) : NULL;
+}
+
 void api_set_timing(struct api *a, const struct api_timing *t)
 {
 	a->timing = *t;
@@ -1285,5 +1333,6 @@ void api_free(struct api *a)
 	api_free_key(a);
 	free(a->base_url);
 	free(a->builder_url);
+	free(a->config_file);
 	free(a);
 }

@@ -38,6 +38,8 @@ struct api_timing {
 struct api *api_new(struct http *h, const char *base_url, const char *builder_url,
                     const char *api_key);
 void api_set_key(struct api *a, const char *api_key);
+/* The configuration file that hints name (ca_file, proxy); NULL: "snapbuildd.conf". */
+void api_set_config_file(struct api *a, const char *path);
 void api_set_timing(struct api *a, const struct api_timing *t);
 void api_get_timing(const struct api *a, struct api_timing *t);
 void api_set_stall_timeout(struct api *a, long ms);

@@ -116,6 +116,9 @@ void config_free(struct config *cfg)
 	free(cfg->tmp_dir);
 	free(cfg->local_engine_args);
 	free(cfg->local_isolation);
+	free(cfg->ca_file);
+	free(cfg->proxy);
+	free(cfg->no_proxy);
 	free(cfg->builder_url_override);
 	if (cfg->key_source_value != NULL)
 		explicit_bzero(cfg->key_source_value, strlen(cfg->key_source_value));
@@ -249,6 +252,39 @@ static int config_parse_url(const char *label, const char *value, bool strip_v1,
 	return 0;
 }
 
+/*
+ * A proxy URL as curl takes it: http, https, socks4, socks4a, socks5 or socks5h, with
+ * a host; "host:port" means http://host:port.  Empty is unset.
+ */
+static int config_parse_proxy(const char *label, const char *value, char **slot, char **err)
+{
+	static const char *const schemes[] = {"http://",   "https://",   "socks4://", "socks4a://",
+	                                      "socks5://", "socks5h://", NULL};
+	const char *host = NULL;
+	char *url;
+
+	if (*value == '\0') {
+		config_replace(slot, NULL);
+		return 0;
+	}
+	url = strstr(value, "://") ? xstrdup(value) : xasprintf("http://%s", value);
+	for (size_t i = 0; schemes[i] != NULL; i++)
+		if (strncasecmp(url, schemes[i], strlen(schemes[i])) == 0)
+			host = url + strlen(schemes[i]);
+	if (host == NULL || *host == '\0' || *host == '/' || *host == ':' ||
+	    strpbrk(url, " \t\r\n") != NULL) {
+		*err =
+		    xasprintf("invalid %s: expected a proxy URL such as http://proxy.example:3128 "
+		              "(http, https, socks4, socks4a, socks5 or socks5h)",
+		              label);
+		free(url);
+		return -1;
+	}
+	free(*slot);
+	*slot = url;
+	return 0;
+}
+
 static int config_parse_path(const char *label, const char *value, char **slot, char **err)
 {
 	char cwd[PATH_MAX];
@@ -360,6 +396,19 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 	}
 	if (strcmp(key, "local_isolation") == 0) {
 		config_replace(&cfg->local_isolation, *value ? value : NULL);
+		return 0;
+	}
+	if (strcmp(key, "ca_file") == 0) {
+		if (*value == '\0') {
+			config_replace(&cfg->ca_file, NULL);
+			return 0;
+		}
+		return config_parse_path(label, value, &cfg->ca_file, err);
+	}
+	if (strcmp(key, "proxy") == 0)
+		return config_parse_proxy(label, value, &cfg->proxy, err);
+	if (strcmp(key, "no_proxy") == 0) {
+		config_replace(&cfg->no_proxy, *value ? value : NULL);
 		return 0;
 	}
 	if (strcmp(key, "socket_mode") == 0) {
@@ -561,6 +610,9 @@ enum {
 	OPT_IDLE_EXIT,
 	OPT_RETENTION,
 	OPT_TMP_DIR,
+	OPT_CA_FILE,
+	OPT_PROXY,
+	OPT_NO_PROXY,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -583,6 +635,9 @@ static const struct option config_options[] = {
     {"idle-exit", required_argument, NULL, OPT_IDLE_EXIT},
     {"event-retention-days", required_argument, NULL, OPT_RETENTION},
     {"tmp-dir", required_argument, NULL, OPT_TMP_DIR},
+    {"ca-file", required_argument, NULL, OPT_CA_FILE},
+    {"proxy", required_argument, NULL, OPT_PROXY},
+    {"no-proxy", required_argument, NULL, OPT_NO_PROXY},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -621,6 +676,12 @@ static const char *config_flag_key(int opt)
 		return "event_retention_days";
 	case OPT_TMP_DIR:
 		return "tmp_dir";
+	case OPT_CA_FILE:
+		return "ca_file";
+	case OPT_PROXY:
+		return "proxy";
+	case OPT_NO_PROXY:
+		return "no_proxy";
 	default:
 		return NULL;
 	}
@@ -704,6 +765,34 @@ static int config_read_key_file(struct config *cfg, char **err)
 	return 0;
 }
 
+/*
+ * ca_file must be readable and hold PEM certificates: found out now, at start or
+ * reload, rather than as a TLS failure on the first build.
+ */
+static int config_check_ca_file(const char *path, char **err)
+{
+	char buf[8192];
+	bool pem = false;
+	FILE *fp;
+
+	if (path == NULL)
+		return 0;
+	if ((fp = fopen(path, "re")) == NULL) {
+		*err = xasprintf("invalid ca_file '%s': %s", path, strerror(errno));
+		return -1;
+	}
+	while (!pem && fgets(buf, sizeof(buf), fp) != NULL)
+		pem = str_has_prefix(buf, "-----BEGIN CERTIFICATE-----");
+	fclose(fp);
+	if (!pem) {
+		*err = xasprintf("invalid ca_file '%s': no PEM certificate in it (expected "
+		                 "\"-----BEGIN CERTIFICATE-----\" lines)",
+		                 path);
+		return -1;
+	}
+	return 0;
+}
+
 int config_validate(struct config *cfg, char **err)
 {
 	if (cfg->api_key != NULL)
@@ -746,7 +835,7 @@ int config_validate(struct config *cfg, char **err)
 	}
 	if (cfg->tmp_dir == NULL)
 		cfg->tmp_dir = xasprintf("%s/tmp", cfg->state_dir);
-	return 0;
+	return config_check_ca_file(cfg->ca_file, err);
 }
 
 /* The environment as it was at start, before TOGETHER_API_KEY was scrubbed from it. */
@@ -892,6 +981,9 @@ int config_reload(struct config *cfg, char **err)
 	cfg->stall_timeout_seconds = fresh->stall_timeout_seconds;
 	CONFIG_TAKE(local_engine_args);
 	CONFIG_TAKE(local_isolation);
+	CONFIG_TAKE(ca_file);
+	CONFIG_TAKE(proxy);
+	CONFIG_TAKE(no_proxy);
 	config_free(fresh);
 	return 0;
 }
@@ -925,6 +1017,10 @@ void config_usage(FILE *fp)
 	    "                             default 300, 0 = never)\n"
 	    "  --event-retention-days N   keep finished jobs' events this long\n"
 	    "  --tmp-dir DIR              temporary files (default STATE_DIR/tmp)\n"
+	    "  --ca-file FILE             PEM certificates to trust on top of the system's\n"
+	    "  --proxy URL                proxy for every request (default: https_proxy,\n"
+	    "                             http_proxy, all_proxy from the environment)\n"
+	    "  --no-proxy HOSTS           hosts reached without the proxy (default: no_proxy)\n"
 	    "  --version                  print the version and exit\n"
 	    "  --help                     print this help and exit\n"
 	    "\n"

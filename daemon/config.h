@@ -48,6 +48,11 @@ struct config {
 	unsigned long long max_spool_bytes_per_user;
 	unsigned long long max_log_bytes; /* log text a job keeps; the rest is counted */
 
+	/* How the service is reached. */
+	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
+	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
+	char *no_proxy; /* hosts reached without the proxy; NULL = no_proxy from the environment */
+
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */
 	bool socket_mode_set;       /* explicitly configured, so socket_group does not change it */

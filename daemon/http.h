@@ -5,6 +5,12 @@
  * is cancelled first); a streaming transfer also hands over its body as it arrives.
  * No call blocks the loop and no thread is spawned.  libcurl's types and error codes
  * stay inside http.c; this module knows nothing of the APIs it talks to.
+ *
+ * HTTPS offers HTTP/2 (ALPN) and requests to one server share its connections
+ * (multiplexed on HTTP/2).  Extra CA certificates and the proxy come from
+ * http_set_options; without a proxy option the usual environment (https_proxy,
+ * http_proxy, all_proxy, no_proxy) applies.  A failure says which part failed (TLS,
+ * proxy, the rest), so that callers can tell the user what to change.
  */
 #ifndef SNAPBUILD_HTTP_H
 #define SNAPBUILD_HTTP_H
@@ -43,10 +49,16 @@ struct http_request {
 	size_t max_body;         /* cap on a buffered body; 0 = 4 MiB; beyond: an error */
 	/*
 	 * A new connection, never a kept-alive one: libcurl silently re-sends a request
-	 * whose reused connection turns out dead, which a non-idempotent POST must not
-	 * risk (it would register a snapshot twice).
+	 * whose reused connection turns out dead, which a request the server must not
+	 * see twice cannot risk (it would register a snapshot twice).
 	 */
 	bool fresh_connect;
+	/*
+	 * A long stream: a connection of its own unless the server is known to multiplex
+	 * (HTTP/2).  On a reused HTTP/1.1 connection, in delayed-ACK mode after the
+	 * previous answer, a peer without TCP_NODELAY batches small writes ~20 ms apart.
+	 */
+	bool own_connection;
 	/*
 	 * Streaming: a 2xx response's body is handed here as it arrives instead of
 	 * being buffered, after one call with len 0 once its headers are complete.
@@ -55,6 +67,24 @@ struct http_request {
 	 */
 	void (*on_data)(void *arg, long status, const char *buf, size_t len);
 	void (*on_upload_progress)(void *arg, uint64_t sent, uint64_t total);
+};
+
+/* Which part of the exchange failed, when one did. */
+enum http_failure {
+	HTTP_FAILURE_NONE,
+	HTTP_FAILURE_OTHER,         /* connection, timeout, reset, too large, ... */
+	HTTP_FAILURE_TLS_UNTRUSTED, /* a certificate from an authority not trusted */
+	HTTP_FAILURE_TLS_EXPIRED,   /* a certificate out of its validity period */
+	HTTP_FAILURE_TLS_NAME,      /* a certificate for another host name */
+	HTTP_FAILURE_TLS,           /* any other TLS failure (handshake, CA file) */
+	HTTP_FAILURE_PROXY,         /* the proxy cannot be reached or refused the tunnel */
+};
+
+/* How requests reach the server.  Strings are copied. */
+struct http_options {
+	const char *ca_file;  /* PEM certificates trusted on top of the system's, or NULL */
+	const char *proxy;    /* proxy URL for every request; NULL: the environment's */
+	const char *no_proxy; /* hosts reached without a proxy; NULL: the environment's */
 };
 
 /*
@@ -68,8 +98,11 @@ struct http_response {
 	const char *error;
 	const char *body; /* NUL-terminated; "" when streamed or empty */
 	size_t body_len;
-	const char *retry_after;  /* header value, or NULL */
-	const char *content_type; /* header value, or NULL */
+	const char *retry_after;   /* header value, or NULL */
+	const char *content_type;  /* header value, or NULL */
+	enum http_failure failure; /* NONE exactly when error is NULL */
+	const char *proxy; /* the proxy the request went through (no credentials), or NULL */
+	int http_version;  /* 1 or 2 once a response started, else 0 */
 };
 
 typedef void (*http_done_cb)(void *arg, const struct http_response *resp);
@@ -78,6 +111,17 @@ struct http *http_new(struct event_base *base, char **err);
 /* Cancels every transfer without calling back.  Not from inside a callback. */
 void http_free(struct http *h);
 struct event_base *http_event_base(const struct http *h);
+/* For transfers started from now on. */
+void http_set_options(struct http *h, const struct http_options *o);
+
+/*
+ * Whether host is listed in no_proxy (comma- or blank-separated): "*", a domain
+ * (itself and every name below it; a leading dot is optional), an IP address, or an
+ * IP network in CIDR notation, as curl reads the variable.
+ */
+bool http_no_proxy_match(const char *no_proxy, const char *host);
+/* The proxy's URL without user name and password, for messages (malloc'd). */
+char *http_proxy_display(const char *proxy_url);
 
 /*
  * Starts a transfer.  done_cb is called exactly once, from the event loop (never from

@@ -172,6 +172,27 @@ static void main_open_state(struct main_state *ms)
 	main_test_hooks(d);
 }
 
+/* How HTTP reaches the service: CA certificates and proxy from the configuration. */
+static void main_http_options(struct daemon *d)
+{
+	struct http_options o = {
+	    .ca_file = d->config->ca_file,
+	    .proxy = d->config->proxy,
+	    .no_proxy = d->config->no_proxy,
+	};
+
+	http_set_options(d->http, &o);
+	api_set_config_file(d->api, d->config->config_file);
+	if (o.ca_file)
+		log_info("trusting the CA certificates in %s as well as the system's", o.ca_file);
+	if (o.proxy) {
+		char *shown = http_proxy_display(o.proxy);
+		log_info("proxy %s%s%s", shown, o.no_proxy ? ", except for " : "",
+		         o.no_proxy ? o.no_proxy : "");
+		free(shown);
+	}
+}
+
 /* The Together APIs over libcurl on the loop, and the job engine (which recovers
  * unfinished jobs before anyone can connect). */
 static void main_start_jobs(struct daemon *d)
@@ -183,6 +204,7 @@ static void main_start_jobs(struct daemon *d)
 		fatalx("cannot set up HTTP: %s", err);
 	d->api = api_new(d->http, d->config->base_url, d->config->builder_url, d->config->api_key);
 	api_set_stall_timeout(d->api, d->config->stall_timeout_seconds * 1000L);
+	main_http_options(d);
 	d->jobs = jobs_new(d);
 	if (jobs_start(d->jobs, &err) < 0)
 		fatalx("cannot start the job engine: %s", err);
@@ -230,6 +252,7 @@ static void main_signal_cb(evutil_socket_t sig, short what, void *arg)
 		log_set_level(ms->d->config->log_level);
 		api_set_key(ms->d->api, ms->d->config->api_key);
 		api_set_stall_timeout(ms->d->api, ms->d->config->stall_timeout_seconds * 1000L);
+		main_http_options(ms->d);
 		log_info("configuration reloaded");
 	}
 	systemd_notify("READY=1");

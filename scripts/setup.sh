@@ -7,7 +7,8 @@ PACKAGES="build-essential cmake pkg-config clang libclang-rt-14-dev
 libcurl4-openssl-dev libevent-dev libarchive-dev libjson-c-dev libsystemd-dev
 libsqlite3-dev libdeflate-dev libcmocka-dev libssl-dev libpcre2-dev time pigz
 python3 socat systemd util-linux procps curl
-buildah docker-registry apache2-utils busybox-static scdoc valgrind bash-completion"
+buildah docker-registry apache2-utils busybox-static scdoc valgrind bash-completion
+nginx tinyproxy-bin openssl"
 
 missing=""
 for p in $PACKAGES; do

@@ -444,6 +444,57 @@ static void test_socket_path_length(void **state)
 	config_free(cfg);
 }
 
+static void test_ca_file_and_proxy(void **state)
+{
+	char *pem = write_file("ca.pem", "# a private CA\n-----BEGIN CERTIFICATE-----\nMIIB\n"
+	                                 "-----END CERTIFICATE-----\n");
+	char *junk = write_file("junk.pem", "not a certificate\n");
+	char *file, *text;
+	char *argv[] = {"snapbuildd", "--proxy",          "proxy.corp:3128",
+	                "--no-proxy", ".corp,10.0.0.0/8", NULL};
+	struct config *cfg = config_new_defaults(no_env);
+	char *err = NULL;
+	(void)state;
+
+	assert_true(
+	    asprintf(&text, "ca_file = %s\nproxy = http://user:pw@proxy.example:8080\n", pem) > 0);
+	file = write_file("tls.conf", text);
+	free(text);
+	assert_int_equal(config_read_file(cfg, file, true, &err), 0);
+	assert_string_equal(cfg->ca_file, pem);
+	assert_string_equal(cfg->proxy, "http://user:pw@proxy.example:8080");
+	assert_null(cfg->no_proxy);
+	/* flags win; a proxy without a scheme is an http:// one, as for curl */
+	assert_int_equal(config_apply_flags(cfg, 5, argv, &err), 0);
+	assert_string_equal(cfg->proxy, "http://proxy.corp:3128");
+	assert_string_equal(cfg->no_proxy, ".corp,10.0.0.0/8");
+	assert_int_equal(config_validate(cfg, &err), 0);
+
+	/* a file that holds no certificate is refused when the configuration is checked */
+	assert_int_equal(config_set(cfg, "ca_file", junk, "f:3: ca_file", &err), 0);
+	assert_int_equal(config_validate(cfg, &err), -1);
+	assert_err_contains(err, "no PEM certificate");
+	assert_int_equal(config_set(cfg, "ca_file", "/nonexistent/ca.pem", "--ca-file", &err), 0);
+	assert_int_equal(config_validate(cfg, &err), -1);
+	assert_err_contains(err, "/nonexistent/ca.pem");
+	assert_int_equal(config_set(cfg, "ca_file", "", "f:4: ca_file", &err), 0);
+	assert_null(cfg->ca_file);
+	assert_int_equal(config_validate(cfg, &err), 0);
+
+	assert_int_equal(config_set(cfg, "proxy", "ftp://proxy:21", "f:5: proxy", &err), -1);
+	assert_err_contains(err, "f:5: proxy");
+	assert_int_equal(config_set(cfg, "proxy", "http://", "--proxy", &err), -1);
+	assert_err_contains(err, "--proxy");
+	assert_int_equal(config_set(cfg, "proxy", "socks5h://127.0.0.1:1080", "p", &err), 0);
+	assert_string_equal(cfg->proxy, "socks5h://127.0.0.1:1080");
+	assert_int_equal(config_set(cfg, "proxy", "", "p", &err), 0);
+	assert_null(cfg->proxy);
+	config_free(cfg);
+	free(pem);
+	free(junk);
+	free(file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +507,7 @@ int main(void)
 	    cmocka_unit_test(test_idle_exit),
 	    cmocka_unit_test(test_socket_group_mode),
 	    cmocka_unit_test(test_socket_path_length),
+	    cmocka_unit_test(test_ca_file_and_proxy),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

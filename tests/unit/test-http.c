@@ -40,6 +40,8 @@ struct result {
 	size_t body_len;
 	char *retry_after;
 	char *content_type;
+	enum http_failure failure;
+	char *proxy;
 	/* streaming */
 	char *stream;
 	size_t stream_len;
@@ -69,6 +71,7 @@ static void result_free(struct result *r)
 	free(r->body);
 	free(r->retry_after);
 	free(r->content_type);
+	free(r->proxy);
 	free(r->stream);
 }
 
@@ -86,6 +89,8 @@ static void done_cb(void *arg, const struct http_response *resp)
 	r->body_len = resp->body_len;
 	r->retry_after = dup_or_null(resp->retry_after);
 	r->content_type = dup_or_null(resp->content_type);
+	r->failure = resp->failure;
+	r->proxy = dup_or_null(resp->proxy);
 }
 
 static struct http_xfer *start(struct ctx *c, const struct http_request *req, struct result *r)
@@ -366,6 +371,82 @@ static void test_connection_refused(void **state)
 	assert_non_null(r.error);
 	free(url);
 	result_free(&r);
+}
+
+static void test_no_proxy_lists_as_curl_reads_them(void **state)
+{
+	(void)state;
+	assert_true(http_no_proxy_match("*", "builder.codesandbox.io"));
+	assert_true(http_no_proxy_match("codesandbox.io", "builder.codesandbox.io"));
+	assert_true(http_no_proxy_match("example.org, .codesandbox.io", "codesandbox.io"));
+	assert_true(http_no_proxy_match("CodeSandbox.IO", "api.codesandbox.io."));
+	assert_false(http_no_proxy_match("sandbox.io", "codesandbox.io"));
+	assert_false(http_no_proxy_match("codesandbox.io.evil", "codesandbox.io"));
+	assert_false(http_no_proxy_match("", "codesandbox.io"));
+	assert_false(http_no_proxy_match(NULL, "codesandbox.io"));
+	assert_true(http_no_proxy_match("localhost,127.0.0.1", "127.0.0.1"));
+	assert_true(http_no_proxy_match("10.0.0.0/8 192.168.0.0/16", "10.20.30.40"));
+	assert_false(http_no_proxy_match("10.0.0.0/8", "11.0.0.1"));
+	assert_true(http_no_proxy_match("127.0.0.0/31", "127.0.0.1"));
+	assert_false(http_no_proxy_match("127.0.0.0/32", "127.0.0.1"));
+	assert_true(http_no_proxy_match("::1", "::1"));
+	assert_true(http_no_proxy_match("fd00::/8", "fd12::7"));
+	assert_false(http_no_proxy_match("10.0.0.0/8", "::1"));
+	assert_false(http_no_proxy_match("10.0.0.0/99", "10.0.0.1"));
+}
+
+static void test_proxy_display_hides_credentials(void **state)
+{
+	char *d;
+	(void)state;
+	d = http_proxy_display("http://user:secret@proxy.corp:3128");
+	assert_string_equal(d, "http://proxy.corp:3128");
+	free(d);
+	d = http_proxy_display("socks5h://proxy.corp:1080/");
+	assert_string_equal(d, "socks5h://proxy.corp:1080/");
+	free(d);
+}
+
+/* An unreachable proxy is named (without its password) in the failure. */
+static void test_dead_proxy_is_named(void **state)
+{
+	struct ctx *c = *state;
+	struct result r = {0};
+	char *closed = test_closed_port_url(); /* http://127.0.0.1:PORT */
+	char *proxy = xasprintf("http://user:secret@%s", closed + strlen("http://"));
+	char *shown = xasprintf("cannot reach the proxy %s", closed);
+
+	http_set_options(c->http, &(struct http_options){.proxy = proxy});
+	start(c, &(struct http_request){.url = "https://builder.example.invalid/builds"}, &r);
+	run(c, &r);
+	assert_int_equal(r.failure, HTTP_FAILURE_PROXY);
+	assert_non_null(strstr(r.error, shown));
+	assert_null(strstr(r.error, "secret"));
+	assert_string_equal(r.proxy, closed);
+	result_free(&r);
+
+	/* listed in no_proxy: straight to the (closed) server, no proxy involved */
+	memset(&r, 0, sizeof(r));
+	http_set_options(c->http, &(struct http_options){.proxy = proxy, .no_proxy = "127.0.0.1"});
+	start(c, &(struct http_request){.url = closed}, &r);
+	run(c, &r);
+	assert_int_equal(r.failure, HTTP_FAILURE_OTHER);
+	assert_null(r.proxy);
+	result_free(&r);
+
+	/* no proxy option: the environment's */
+	memset(&r, 0, sizeof(r));
+	http_set_options(c->http, &(struct http_options){0});
+	setenv("https_proxy", proxy, 1);
+	start(c, &(struct http_request){.url = "https://builder.example.invalid/builds"}, &r);
+	unsetenv("https_proxy");
+	run(c, &r);
+	assert_int_equal(r.failure, HTTP_FAILURE_PROXY);
+	assert_string_equal(r.proxy, closed);
+	result_free(&r);
+	free(shown);
+	free(proxy);
+	free(closed);
 }
 
 static void test_unsupported_scheme_reported_from_loop(void **state)
@@ -650,6 +731,9 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_free_with_transfers_in_flight, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_never_logged, setup, teardown),
+	    cmocka_unit_test(test_no_proxy_lists_as_curl_reads_them),
+	    cmocka_unit_test(test_proxy_display_hides_credentials),
+	    cmocka_unit_test_setup_teardown(test_dead_proxy_is_named, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
