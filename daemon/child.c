@@ -237,11 +237,29 @@ static bool child_emit(struct child *c, struct child_stream *s, char *line, size
 	line[len] = '\0';
 	cr = memrchr(line, '\r', len);
 	start = cr != NULL ? cr + 1 : line;
-	if (*start == '\0' && !was_empty)
+	if (start == line + len && !was_empty)
 		return true;
+	/* A NUL must not end the line early: it is shown as U+2400 (SYMBOL FOR NULL). */
+	size_t slen = len - (size_t)(start - line), nul = 0;
+	for (size_t i = 0; i < slen; i++)
+		nul += start[i] == '\0';
+	char *shown = NULL;
+	if (nul > 0) {
+		char *o = shown = xmalloc(slen + 2 * nul + 1);
+		for (size_t i = 0; i < slen; i++) {
+			if (start[i] == '\0') {
+				memcpy(o, "\xe2\x90\x80", 3);
+				o += 3;
+			} else {
+				*o++ = start[i];
+			}
+		}
+		*o = '\0';
+	}
 	c->busy++;
 	if (c->cbs.on_line != NULL && !c->abandoned)
-		c->cbs.on_line(c->arg, s->num, start);
+		c->cbs.on_line(c->arg, s->num, shown ? shown : start);
+	free(shown);
 	return child_leave(c);
 }
 

@@ -870,7 +870,8 @@ class EngineOutputTest(unittest.TestCase):
             raw = c.read_line()
         raw.decode("utf-8")  # strict: raises on any invalid byte
         texts = [e["text"] for e in json.loads(raw)["result"]["events"]]
-        self.assertIn("#1 caf? ??\u00e9 bin", texts)
+        # The NUL neither ends the line nor reaches the log raw.
+        self.assertIn("#1 caf? ??\u00e9 bin\u2400ary", texts)
         self.assertIn("#2 cut ??", texts)
         r = d.cli("logs", job["id"])
         self.assertEqual(r.returncode, 0, r.stderr)

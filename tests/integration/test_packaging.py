@@ -61,7 +61,8 @@ CONFIG_KEYS = [
     "max_concurrent", "local_engine", "socket_mode", "socket_group", "admin_group",
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
     "local_engine_args", "local_isolation", "stall_timeout_seconds", "max_context_bytes",
-    "max_connections_per_user", "ca_file", "proxy", "no_proxy",
+    "max_connections_per_user", "ca_file", "proxy", "no_proxy", "max_queued_per_user",
+    "max_spool_bytes_per_user", "max_log_bytes",
 ]
 
 WORK = None  # temporary directory of this run
