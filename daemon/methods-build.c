@@ -19,6 +19,7 @@
 #include <event2/event.h>
 
 #include "access.h"
+#include "alias.h"
 #include "api.h"
 #include "config.h"
 #include "daemon.h"
@@ -315,15 +316,48 @@ static bool local_allowed(struct rpc_call *call)
 	return true;
 }
 
+/* Root, the admin group and the daemon's own user may point any alias anywhere. */
+static bool caller_privileged(struct rpc_call *call)
+{
+	const struct rpc_peer *peer = rpc_call_peer(call);
+	return peer->uid == geteuid() || access_is_admin(rpc_call_daemon(call)->config, peer);
+}
+
+/* A submit in flight: the alias check (when the caller is not privileged), then the
+ * intake.  The request's strings are kept here across the wait. */
 struct submit {
 	struct rpc_call *call;
+	struct api_op *alias_op;
 	struct jobs_intake *intake;
+	struct job_request req;
+	char *strs[12];
 };
+
+static const char *submit_keep(struct submit *s, int i, const char *v)
+{
+	return v ? (s->strs[i] = xstrdup(v)) : NULL;
+}
+
+static void submit_free(struct submit *s)
+{
+	if (s->req.archive_fd >= 0)
+		close(s->req.archive_fd);
+	for (size_t i = 0; i < sizeof(s->strs) / sizeof(s->strs[0]); i++)
+		free(s->strs[i]);
+	free(s);
+}
 
 static void submit_close_cb(struct rpc_call *call, void *arg)
 {
 	(void)call;
 	struct submit *s = arg;
+	if (s->alias_op) {
+		api_op_cancel(s->alias_op);
+		s->alias_op = NULL;
+		rpc_reply_error(s->call, SB_ERR_BUSY, "the caller went away", NULL);
+		submit_free(s);
+		return;
+	}
 	if (s->intake)
 		jobs_submit_cancel(s->intake);
 }
@@ -340,7 +374,52 @@ static void submit_done_cb(void *arg, const struct store_job *job, enum jobs_sub
 		                     : status == JOBS_SUBMIT_BUSY  ? SB_ERR_BUSY
 		                                                   : SB_ERR_STORAGE,
 		                     error, hint);
-	free(s);
+	submit_free(s);
+}
+
+static void submit_go(struct submit *s)
+{
+	struct daemon *d = rpc_call_daemon(s->call);
+	const struct rpc_peer *peer = rpc_call_peer(s->call);
+	struct job_request req = s->req;
+	s->req.archive_fd = -1; /* the engine owns it now, whatever happens */
+	/* NULL: submit_done_cb has run and s is gone already. */
+	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
+	if (in != NULL)
+		s->intake = in;
+}
+
+/* The words for an alias another user's build holds. */
+static void reply_alias_taken(struct rpc_call *call, const char *alias, const char *holder)
+{
+	char *msg = xasprintf("alias %s points at snapshot %s, which another user's build made",
+	                      alias, holder ? holder : "?");
+	rpc_reply_error_hint(call, SB_ERR_PERMISSION_DENIED, msg, ALIAS_TAKEN_HINT);
+	free(msg);
+}
+
+static void reply_alias_error(struct rpc_call *call, const struct api_error *err)
+{
+	char *msg = xasprintf("cannot check who holds the alias: %s",
+	                      err && err->message ? err->message : "unknown error");
+	rpc_reply_error_hint(call, SB_ERR_UPSTREAM, msg, err ? err->hint : NULL);
+	free(msg);
+}
+
+static void submit_alias_cb(void *arg, enum alias_verdict v, const char *holder_id,
+                            const struct api_error *err)
+{
+	struct submit *s = arg;
+	s->alias_op = NULL;
+	if (v == ALIAS_TAKEN || v == ALIAS_ERROR) {
+		if (v == ALIAS_TAKEN)
+			reply_alias_taken(s->call, s->req.alias, holder_id);
+		else
+			reply_alias_error(s->call, err);
+		submit_free(s);
+		return;
+	}
+	submit_go(s);
 }
 
 static void build_submit(struct rpc_call *call, json_object *params)
@@ -435,29 +514,30 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	if (fd >= 0 && (!archive_fd_ok(call, fd) || !archive_param(call, params, &sha256, &bytes)))
 		goto out;
 
-	struct job_request req = {
-	    .archive_fd = fd,
-	    .archive_sha256 = sha256,
-	    .archive_bytes = (uint64_t)bytes,
-	    .context_desc = context,
-	    .image = image,
-	    .dockerfile = dockerfile,
-	    .alias = alias,
-	    .tags_json = tags,
-	    .build_args_json = build_args,
-	    .ttl = ttl,
-	    .cache_key = cache_key,
-	    .backend = backend,
-	    .architecture = arch,
-	};
 	struct submit *s = xcalloc(1, sizeof(*s));
 	s->call = call;
-	fd = -1; /* the engine owns it now, whatever happens */
+	s->req = (struct job_request){
+	    .archive_fd = fd,
+	    .archive_sha256 = submit_keep(s, 0, sha256),
+	    .archive_bytes = (uint64_t)bytes,
+	    .context_desc = submit_keep(s, 1, context),
+	    .image = submit_keep(s, 2, image),
+	    .dockerfile = submit_keep(s, 3, dockerfile),
+	    .alias = submit_keep(s, 4, alias),
+	    .tags_json = submit_keep(s, 5, tags),
+	    .build_args_json = submit_keep(s, 6, build_args),
+	    .ttl = ttl,
+	    .cache_key = submit_keep(s, 7, cache_key),
+	    .backend = submit_keep(s, 8, backend),
+	    .architecture = submit_keep(s, 9, arch),
+	};
+	fd = -1; /* s holds it */
 	rpc_call_set_close_cb(call, submit_close_cb, s);
-	/* NULL: submit_done_cb has run and s is gone already. */
-	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
-	if (in != NULL)
-		s->intake = in;
+	/* An alias is checked before anything is taken in or uploaded (alias.h). */
+	if (alias && !caller_privileged(call))
+		s->alias_op = alias_check(d->api, d->store, alias, peer->uid, submit_alias_cb, s);
+	else
+		submit_go(s);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -847,6 +927,44 @@ static void build_cancel(struct rpc_call *call, json_object *params)
 	store_job_free(job);
 }
 
+struct retry {
+	struct rpc_call *call;
+	struct store_job *old;
+	struct api_op *op;
+};
+
+static void retry_close_cb(struct rpc_call *call, void *arg)
+{
+	(void)call;
+	struct retry *r = arg;
+	api_op_cancel(r->op);
+	rpc_reply_error(r->call, SB_ERR_BUSY, "the caller went away", NULL);
+	store_job_free(r->old);
+	free(r);
+}
+
+static void retry_alias_cb(void *arg, enum alias_verdict v, const char *holder_id,
+                           const struct api_error *err)
+{
+	struct retry *r = arg;
+	struct daemon *d = rpc_call_daemon(r->call);
+	const struct rpc_peer *peer = rpc_call_peer(r->call);
+	struct store_job *fresh = NULL;
+	char *e = NULL;
+	if (v == ALIAS_TAKEN)
+		reply_alias_taken(r->call, r->old->alias, holder_id);
+	else if (v == ALIAS_ERROR)
+		reply_alias_error(r->call, err);
+	else if (jobs_retry(d->jobs, r->old, peer->uid, peer->gid, &fresh, &e) != 0)
+		rpc_reply_error_hint(r->call, SB_ERR_CONTEXT, e, "submit the context again");
+	else
+		rpc_reply(r->call, methods_job_json(d, fresh));
+	free(e);
+	store_job_free(fresh);
+	store_job_free(r->old);
+	free(r);
+}
+
 static void build_retry(struct rpc_call *call, json_object *params)
 {
 	struct daemon *d = rpc_call_daemon(call);
@@ -863,6 +981,14 @@ static void build_retry(struct rpc_call *call, json_object *params)
 		free(msg);
 	} else if (strcmp(job->backend, "local") == 0 && !local_allowed(call)) {
 		/* answered */
+	} else if (job->alias && !caller_privileged(call)) {
+		/* The alias may be someone else's by now: checked first, then retried. */
+		struct retry *r = xcalloc(1, sizeof(*r));
+		r->call = call;
+		r->old = job;
+		job = NULL;
+		rpc_call_set_close_cb(call, retry_close_cb, r);
+		r->op = alias_check(d->api, d->store, r->old->alias, peer->uid, retry_alias_cb, r);
 	} else if (jobs_retry(d->jobs, job, peer->uid, peer->gid, &fresh, &err) != 0) {
 		rpc_reply_error_hint(call, SB_ERR_CONTEXT, err, "submit the context again");
 	} else {

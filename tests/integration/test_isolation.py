@@ -117,13 +117,14 @@ def setUpModule():
         if shutil.which(tool) is None:
             raise unittest.SkipTest(tool + " is missing")
     sfx = secrets.token_hex(4)
-    names = {"other": "sbtest-" + sfx, "admin": "sbadm-" + sfx,
+    names = {"other": "sbtest-" + sfx, "admin": "sbadm-" + sfx, "mallory": "sbmal-" + sfx,
              "admin_group": "sbadmg-" + sfx, "sock_group": "sbsock-" + sfx}
     try:
         subprocess.run(["groupadd", "-r", names["admin_group"]], check=True)
         subprocess.run(["groupadd", "-r", names["sock_group"]], check=True)
-        subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", names["other"]],
-                       check=True)
+        for key in ("other", "mallory"):
+            subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", names[key]],
+                           check=True)
         subprocess.run(["useradd", "-M", "-r", "-s", "/usr/sbin/nologin", "-G",
                         "%s,%s" % (names["admin_group"], names["sock_group"]), names["admin"]],
                        check=True)
@@ -132,7 +133,7 @@ def setUpModule():
 
 
 def tearDownModule():
-    for key in ("other", "admin"):
+    for key in ("other", "admin", "mallory"):
         if key in USERS:
             subprocess.run(["userdel", USERS[key]], stderr=subprocess.DEVNULL)
     for key in ("admin_group", "sock_group"):
@@ -671,6 +672,136 @@ class UnprivilegedDaemonTest(IsolationBase):
         self.assertFalse([f for f in files if "private" in f or "secret" in f], files)
         self.assertEqual(os.listdir(os.path.join(state, "spool")), [job["archive"]["sha256"]
                                                                      + ".tar.gz"])
+
+
+class SharedDaemonTest(IsolationBase):
+    """Two ordinary users on one daemon: one cannot take the other's alias, starve the
+    other's build in the queue, or fill the spool."""
+
+    def start_shared(self, extra=""):
+        return self.start("socket_mode = 0666\nadmin_group = %s\n%s"
+                          % (USERS["admin_group"], extra))
+
+    def test_alias_stays_with_its_owner(self):
+        d = self.start_shared()
+        alice, mallory = USERS["other"], USERS["mallory"]
+        [a] = as_user(alice, d.socket, [{"method": "build.submit",
+                                         "params": {"alias": "app@prod"},
+                                         "archive": self.ctx}])
+        job = wait_job(d, a["answer"]["result"]["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        owned = job["snapshot_id"]
+        # Mallory's build with the same alias is refused before anything is taken in.
+        builds = len(self.sim.builds())
+        [m] = as_user(mallory, d.socket, [{"method": "build.submit",
+                                           "params": {"alias": "app@prod"},
+                                           "archive": self.ctx}])
+        err = m["answer"]["error"]
+        self.assertEqual(err["code"], -32002, err)
+        self.assertIn(owned, err["message"])
+        self.assertIn("owner", err["data"]["hint"])
+        self.assertEqual(len(self.sim.builds()), builds)
+        r = cli_as(mallory, d.socket, "create", "--context", self.ctx, "--alias", "app@prod",
+                   "--ci")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        # Her own job without the alias, then a retry of Alice's alias through the API:
+        # refused as well.
+        [m] = as_user(mallory, d.socket, [{"method": "build.submit", "params": {},
+                                           "archive": self.ctx}])
+        mine = wait_job(d, m["answer"]["result"]["id"])
+        [m] = as_user(mallory, d.socket, [{"method": "snapshot.alias",
+                                           "params": {"id": mine["snapshot_id"],
+                                                      "alias": "app@prod"}}])
+        self.assertEqual(m["answer"]["error"]["code"], -32002)
+        # The alias never moved; Alice may point it again (a new build of hers).
+        self.assertEqual(d.call("snapshot.get", {"id": "@app@prod"})["id"], owned)
+        [a] = as_user(alice, d.socket, [{"method": "build.retry", "params": {"id": job["id"]}}])
+        again = wait_job(d, a["answer"]["result"]["id"])
+        self.assertEqual(again["state"], "succeeded", again)
+        self.assertEqual(d.call("snapshot.get", {"id": "@app@prod"})["id"],
+                         again["snapshot_id"])
+        # A free alias is anyone's.
+        [m] = as_user(mallory, d.socket, [{"method": "build.submit",
+                                           "params": {"alias": "mallory@dev"},
+                                           "archive": self.ctx}])
+        self.assertEqual(wait_job(d, m["answer"]["result"]["id"])["state"], "succeeded")
+
+    def test_alias_taken_between_submit_and_aliasing_is_left_alone(self):
+        d = self.start_shared()
+        alice, mallory = USERS["other"], USERS["mallory"]
+        # Mallory's build holds at the builder with a free alias; meanwhile Alice's
+        # build takes it.  When Mallory's build ends, the alias is checked again.
+        self.sim.faults(hold="end")
+        [m] = as_user(mallory, d.socket, [{"method": "build.submit",
+                                           "params": {"alias": "race@1"},
+                                           "archive": self.ctx}])
+        slow = wait_job(d, m["answer"]["result"]["id"], states=("building",))
+        self.sim.faults(hold=False)
+        [a] = as_user(alice, d.socket, [{"method": "build.submit",
+                                         "params": {"alias": "race@1"},
+                                         "archive": self.ctx}])
+        first = wait_job(d, a["answer"]["result"]["id"])
+        self.assertEqual(first["state"], "succeeded", first)
+        self.sim.release(slow["build_id"])
+        late = wait_job(d, slow["id"])
+        self.assertEqual(late["state"], "failed", late)
+        self.assertIn("another user's build", late["error"])
+        self.assertTrue(late["snapshot_id"])
+        self.assertEqual(d.call("snapshot.get", {"id": "@race@1"})["id"], first["snapshot_id"])
+
+    def test_fair_queue_and_per_user_limits(self):
+        d = self.start_shared("max_concurrent = 1\nmax_queued_per_user = 5\n")
+        alice, mallory = USERS["other"], USERS["mallory"]
+        self.sim.faults(hold="start")
+        reqs = [{"method": "build.submit", "params": {"tags": {"n": str(i)}},
+                 "archive": self.ctx} for i in range(6)]
+        answers = as_user(mallory, d.socket, reqs)
+        ids = [a["answer"]["result"]["id"] for a in answers[:5]]
+        # The sixth is over her share (one runs, five wait... the running one counts out).
+        last = answers[5]["answer"]
+        if "error" in last:
+            self.assertEqual(last["error"]["code"], -32007, last)
+            self.assertIn("max_queued_per_user", last["error"]["message"])
+        else:
+            ids.append(last["result"]["id"])
+        wait_job(d, ids[0], states=("uploading", "building"))
+        over = as_user(mallory, d.socket, reqs[:1])[0]["answer"]
+        self.assertEqual(over["error"]["code"], -32007, over)
+        [a] = as_user(alice, d.socket, [{"method": "build.submit", "params": {},
+                                         "archive": self.ctx}])
+        victim = a["answer"]["result"]
+        # Alice's one job is next, ahead of Mallory's backlog.
+        self.assertEqual(d.call("build.get", {"id": victim["id"]})["queue_position"], 1)
+        positions = [d.call("build.get", {"id": i}).get("queue_position") for i in ids[1:]]
+        self.assertEqual(positions, list(range(2, 2 + len(positions))))
+        started = []
+
+        def next_started():
+            self.sim.faults(hold="start")
+            for b in self.sim.builds():
+                self.sim.release(b.get("build_id") or b.get("id"))
+            jobs = {j["id"]: j for j in d.call("build.list", {"all_users": True})["jobs"]}
+            running = [i for i, j in jobs.items()
+                       if j["state"] in ("uploading", "building") and i not in started]
+            started.extend(running)
+            return victim["id"] in started
+        wait_for(next_started, 60, "the victim's job to start")
+        # Only Mallory's first job ran before it.
+        self.assertEqual(started.index(victim["id"]), 1, started)
+        self.sim.faults(hold=False)
+
+    def test_spool_quota(self):
+        d = self.start_shared("max_spool_bytes_per_user = 1K\n")
+        big = os.path.join(self.tmp, "big")
+        write_tree(big, {"Dockerfile": DOCKERFILE, "noise.bin": os.urandom(4096)})
+        subprocess.run(["chmod", "-R", "a+rX", big], check=True)
+        [a] = as_user(USERS["other"], d.socket, [{"method": "build.submit", "params": {},
+                                                  "archive": big}])
+        err = a["answer"]["error"]
+        self.assertEqual(err["code"], -32007, err)
+        self.assertIn("max_spool_bytes_per_user", err["message"])
+        self.assertIn("prune", err["data"]["hint"])
+        self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
 
 
 class UserDaemon:
