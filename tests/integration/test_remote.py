@@ -351,13 +351,43 @@ class RemoteTest(unittest.TestCase):
 
     def test_cancel_while_uploading(self):
         d = self.start()
-        self.sim.faults(latency_ms=3000)
+        self.sim.faults(latency_ms=1500)
         job_id = submit_ok(d, self.ctx)["id"]
         wait_job(d, job_id, states=("uploading",))
         with d.conn() as c:
-            c.result("build.cancel", {"id": job_id})
-        self.assertEqual(wait_job(d, job_id)["state"], "cancelled")
+            # The submit is in flight: the cancel waits for its answer.
+            self.assertEqual(c.result("build.cancel", {"id": job_id})["state"], "cancelling")
+        job = wait_job(d, job_id)
+        self.assertEqual(job["state"], "cancelled")
+        # The build the submit created was deleted, not left to run unseen.
+        builds = self.sim.builds()
+        self.assertEqual(len(builds), 1)
+        self.assertEqual(job["build_id"], builds[0].get("build_id") or builds[0].get("id"))
+        self.assertEqual([x["build_id"] for x in self.sim.deletes()], [job["build_id"]])
         self.assertEqual(self.sim.snapshots(), [])
+
+    def test_cancel_while_registering_retires_the_snapshot(self):
+        d = self.start()
+        # The registration commits but its answer is lost, and the lookup that follows
+        # fails for a while: the job sits in registering with a snapshot it cannot see.
+        self.sim.faults(register_commit_then={"mode": "500", "count": 1},
+                        request_fail=[{"method": "GET", "path": "/v1/snapshots",
+                                       "status": 503, "count": 2}])
+        job_id = submit_ok(d, self.ctx)["id"]
+
+        def lost():
+            ev = d.call("build.logs", {"id": job_id})["events"]
+            return any("registration answer lost" in e["text"] for e in ev)
+        wait_for(lost, 60, "the registration's answer to be lost")
+        with d.conn() as c:
+            self.assertEqual(c.result("build.cancel", {"id": job_id})["state"], "cancelling")
+        job = wait_job(d, job_id, timeout=60)
+        self.assertEqual(job["state"], "cancelled", job)
+        snaps = self.sim.snapshots()
+        self.assertEqual(len(snaps), 1, snaps)
+        # The snapshot registered as the cancel came is retired, not left behind.
+        self.assertEqual(job["snapshot_id"], snaps[0]["id"])
+        self.assertTrue(snaps[0].get("retired_at"), snaps[0])
 
     # --- followers ---
 
