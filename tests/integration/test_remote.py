@@ -389,6 +389,24 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(job["snapshot_id"], snaps[0]["id"])
         self.assertTrue(snaps[0].get("retired_at"), snaps[0])
 
+    def test_log_is_clipped_at_max_log_bytes(self):
+        d = self.start(config="max_log_bytes = 2K\n")
+        self.sim.faults(log_lines=400)
+        job = wait_job(d, submit_ok(d, self.ctx)["id"])
+        self.assertEqual(job["state"], "succeeded", job)
+        events = d.call("build.logs", {"id": job["id"], "limit": 100000})["events"]
+        build = [e for e in events if e["kind"] == "log" and e.get("step") == "build"]
+        kept = sum(len(e["text"]) for e in build)
+        self.assertLessEqual(kept, 2048)
+        self.assertTrue(build)
+        marks = [e for e in events if "[output clipped, log limit 2.0 KiB reached]" in e["text"]]
+        self.assertEqual(len(marks), 1, [e["text"] for e in events][-5:])
+        counted = [e for e in events if "lines past the log limit were counted" in e["text"]]
+        self.assertEqual(len(counted), 1)
+        self.assertGreater(int(counted[0]["text"].split()[0]), 300)
+        # State changes are never clipped: the job's end is there.
+        self.assertEqual([e["text"] for e in events if e["kind"] == "state"][-1], "succeeded")
+
     # --- followers ---
 
     def test_two_followers_see_identical_sequences_and_replay_matches(self):
