@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "output.h"
+#include "protocol.h"
 #include "sanitize.h"
 #include "util.h"
 
@@ -43,6 +44,36 @@ const struct cmd_entry *cmd_find(const char *name)
 	return NULL;
 }
 
+/*
+ * A daemon of another protocol would take requests it reads differently (the first
+ * protocol packed contexts in the daemon): say so once, clearly, instead.
+ */
+static void cmd_check_protocol(struct cmd_ctx *ctx, struct sb_client *c)
+{
+	json_object *r = NULL, *v = NULL;
+	struct sb_rpc_error e = {0};
+	char *err = NULL;
+	if (sb_client_call(c, "daemon.version", NULL, -1, NULL, NULL, &r, &e, &err) != SB_CALL_OK) {
+		/* Whatever failed here fails the command's own call too, with its message. */
+		sb_rpc_error_clear(&e);
+		free(err);
+		return;
+	}
+	int64_t proto = json_object_object_get_ex(r, "protocol_version", &v)
+	                    ? json_object_get_int64(v)
+	                    : 0;
+	json_object_put(r);
+	if (proto == SNAPBUILD_PROTOCOL_VERSION)
+		return;
+	fprintf(stderr,
+	        "snapbuild: the daemon at %s speaks protocol %lld, this snapbuild protocol %d\n"
+	        "  hint: use the snapbuild that came with the daemon, or upgrade the older one "
+	        "(then restart the daemon: systemctl restart snapbuildd)\n",
+	        ctx->socket_path, (long long)proto, SNAPBUILD_PROTOCOL_VERSION);
+	sb_client_close(c);
+	exit(CMD_EXIT_FAILURE);
+}
+
 struct sb_client *cmd_connect(struct cmd_ctx *ctx)
 {
 	char *err = NULL;
@@ -67,6 +98,7 @@ struct sb_client *cmd_connect(struct cmd_ctx *ctx)
 		exit(CMD_EXIT_UNREACHABLE);
 	}
 	sb_client_set_interrupt(c, &cmd_interrupted);
+	cmd_check_protocol(ctx, c);
 	return c;
 }
 
