@@ -767,12 +767,23 @@ static void follow_tick_cb(evutil_socket_t fd, short what, void *arg)
 		follow_free(f);
 		return;
 	}
+	/* A page is counted in bytes too: a few megabyte-long lines fill the output bound
+	 * as 500 short ones would not.  What is not sent now is read again next time. */
 	bool ok = true;
-	for (size_t i = 0; i < n && ok; i++)
+	size_t i;
+	for (i = 0; i < n && ok; i++) {
+		if (i > 0 && f->send_events && rpc_call_output_pending(f->call) > REPLAY_HIGH_WATER)
+			break;
 		ok = follow_send(f, &evs[i]);
+	}
 	store_event_array_free(evs, n);
 	if (!ok)
 		return; /* the connection is gone: its close callback frees f */
+	if (i < n) {
+		struct timeval tv = {0, REPLAY_PAUSE_MS * 1000};
+		event_add(f->tick, &tv);
+		return;
+	}
 	if (n == REPLAY_PAGE) {
 		event_active(f->tick, 0, 0);
 		return;
