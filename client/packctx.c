@@ -78,8 +78,8 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 	*err = NULL;
 	dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
-		*err = xasprintf("cannot open the context directory %s: %s", o->dir,
-		                 strerror(errno));
+		*err =
+		    xasprintf("cannot open the context directory %s: %s", o->dir, strerror(errno));
 		return -1;
 	}
 	int out = o->out_fd;

@@ -112,8 +112,7 @@ char *job_line_text(const char *text, size_t len)
 }
 
 /* Whether a log event may still be kept; the first refusal leaves a marker. */
-static bool job_log_room(struct job *j, const char **kind, const char **text,
-                         json_object **data)
+static bool job_log_room(struct job *j, const char **kind, const char **text, json_object **data)
 {
 	if (j->rec->last_seq >= MAX_EVENTS_PER_JOB) {
 		if (j->log_capped)
@@ -129,7 +128,8 @@ static bool job_log_room(struct job *j, const char **kind, const char **text,
 	int64_t max = (int64_t)j->js->d->config->max_log_bytes;
 	int64_t size = (int64_t)strlen(*text);
 	if (*data != NULL)
-		size += (int64_t)strlen(json_object_to_json_string_ext(*data, JSON_C_TO_STRING_PLAIN));
+		size +=
+		    (int64_t)strlen(json_object_to_json_string_ext(*data, JSON_C_TO_STRING_PLAIN));
 	if (!j->log_clipped && j->log_bytes + size <= max) {
 		j->log_bytes += size;
 		return true;

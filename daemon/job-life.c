@@ -39,7 +39,7 @@ void job_set_str(char **dst, const char *src)
 static const struct job_backend *job_backend_of(const char *name)
 {
 	return name != NULL && strcmp(name, job_backend_local.name) == 0 ? &job_backend_local
-	                                                                    : &job_backend_remote;
+	                                                                 : &job_backend_remote;
 }
 
 struct job *job_new(struct jobs *js, struct store_job *rec, enum job_state state)
