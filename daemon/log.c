@@ -66,7 +66,6 @@ DEFINE_LOG(log_warn, LOG_LEVEL_WARN, 4, 1)
 DEFINE_LOG(log_warnx, LOG_LEVEL_WARN, 4, 0)
 DEFINE_LOG(log_info, LOG_LEVEL_INFO, 6, 0)
 DEFINE_LOG(log_debug, LOG_LEVEL_DEBUG, 7, 0)
-DEFINE_LOG(log_error, LOG_LEVEL_ERROR, 3, 0)
 
 void fatal(const char *fmt, ...)
 {
