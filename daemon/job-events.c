@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
@@ -154,6 +155,8 @@ void job_emit(struct job *j, const char *kind, const char *step, const char *tex
 {
 	if (text == NULL)
 		text = "";
+	if (strcmp(kind, "log") == 0)
+		metrics_log_line();
 	/* What the builder or the engine prints is bounded; the daemon's own words are few. */
 	if ((strcmp(kind, "log") == 0 || strcmp(kind, "progress") == 0) &&
 	    !job_log_room(j, &kind, &text, &data)) {

@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 static void job_storage_fail_cb(evutil_socket_t fd, short what, void *arg)
@@ -93,6 +94,10 @@ bool job_set_state(struct job *j, enum job_state to)
 		       job_state_name(j->state), job_state_name(to));
 	if (j->storage_error)
 		return false; /* failing already: its own event ends it */
+	/* updated_at is when the job entered its current state. */
+	int stage = metrics_stage_of_state(job_state_name(j->state));
+	if (stage >= 0 && to != j->state)
+		metrics_job_stage((enum metrics_stage)stage, now_seconds() - j->rec->updated_at);
 	j->state = to;
 	job_set_str(&j->rec->state, job_state_name(to));
 	j->rec->updated_at = now_seconds();
@@ -135,6 +140,7 @@ void job_finish(struct job *j, enum job_state end, const char *error, const char
 			          job_state_name(end), e);
 		free(e);
 	}
+	metrics_job_finished(j->backend->name, job_state_name(end));
 	if (end == JOB_SUCCEEDED)
 		log_info("job %s succeeded: snapshot %s", j->rec->id, j->rec->snapshot_id);
 	else

@@ -37,6 +37,7 @@
 #include "job.h"
 #include "localbuild.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 #include "worker.h"
 
@@ -419,6 +420,9 @@ static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
                                      const struct intake_result *res, char **err)
 {
 	job_set_str(&r->spool_digest, res->sha256);
+	/* The record was made when the archive started coming in. */
+	metrics_job_stage(METRICS_STAGE_INTAKE, now_seconds() - r->created_at);
+	metrics_context_bytes(res->archive_bytes);
 	r->spool_size = (int64_t)res->archive_bytes;
 	r->file_count = (int64_t)res->file_count;
 	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,

@@ -62,7 +62,7 @@ CONFIG_KEYS = [
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
     "local_engine_args", "local_isolation", "stall_timeout_seconds", "max_context_bytes",
     "max_connections_per_user", "ca_file", "proxy", "no_proxy", "max_queued_per_user",
-    "max_spool_bytes_per_user", "max_log_bytes",
+    "max_spool_bytes_per_user", "max_log_bytes", "metrics_listen",
 ]
 
 WORK = None  # temporary directory of this run
@@ -834,7 +834,7 @@ class Completion(unittest.TestCase):
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--tag",
                                            ""), [])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshot", "re"), ["retire"])
-            self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info"])
+            self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info", "metrics"])
             self.assertEqual(self.complete(mode, "snapbuild", "daemon", "-"), ["--help", "-o"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "--h"), ["--help"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "get", "-"),
