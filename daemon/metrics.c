@@ -241,7 +241,9 @@ char *metrics_render(const struct metrics_gauges *g)
 	metrics_family(&b, "snapbuild_api_requests", "counter",
 	               "Requests to Together's APIs by answer: an HTTP status, or 0 when none "
 	               "came (transport error, timeout).");
-	qsort(metrics.requests, metrics.nrequests, sizeof(*metrics.requests), metrics_status_cmp);
+	if (metrics.nrequests > 0) /* qsort's array may not be NULL, even when empty */
+		qsort(metrics.requests, metrics.nrequests, sizeof(*metrics.requests),
+		      metrics_status_cmp);
 	for (size_t i = 0; i < metrics.nrequests; i++)
 		metrics_printf(&b, "snapbuild_api_requests_total{api=\"%s\",code=\"%ld\"} %llu\n",
 		               metrics_api_names[metrics.requests[i].api],
