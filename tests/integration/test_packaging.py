@@ -215,6 +215,11 @@ class PackageContents(unittest.TestCase):
     def test_python_module_is_in_the_package_for_the_system_python(self):
         self.assertIn("usr/lib/python3/dist-packages/snapbuild/__init__.py", CONTENTS)
         self.assertFalse([p for p in CONTENTS if "__pycache__" in p])
+        site = in_root("usr/lib/python3/dist-packages")
+        r = run([sys.executable, "-B", "-c", "import snapbuild; print(snapbuild.__file__)"],
+                env=dict(os.environ, PYTHONPATH=site), cwd="/")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), os.path.join(site, "snapbuild", "__init__.py"))
 
 
 class DevPackage(unittest.TestCase):

@@ -74,6 +74,19 @@ class PythonModule(unittest.TestCase):
         self.assertEqual(job["alias"], "py@v1")
         self.assertEqual(job["archive"]["files"], 3)  # the .key file left out
 
+    def test_only_pythonpath_in_a_checkout(self):
+        """A script in a checkout needs nothing but PYTHONPATH=client/python: the module
+        finds the library of the checkout's build/ (the tree under test only when it
+        is that one)."""
+        if os.path.realpath(BIN_DIR) != os.path.realpath(os.path.join(SOURCE_DIR, "build")):
+            self.skipTest("the build under test is not the checkout's build/")
+        e = clean_env(PYTHONPATH=PYDIR, SNAPBUILD_SOCKET=self.d.socket)
+        e.pop("SNAPBUILD_LIBRARY", None)
+        r = subprocess.run([sys.executable, "-B", EXAMPLE, self.ctx], env=e,
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1].split()[:2], ["result", "succeeded"])
+
     def test_submit_refused_raises_with_code_and_hint(self):
         script = ("import snapbuild, json\n"
                   "c = snapbuild.Client()\n"

@@ -158,14 +158,16 @@ _lib = None
 
 
 def _library():
-    """libsnapbuild: $SNAPBUILD_LIBRARY, else the installed one, else the one built in
-    the source tree's build/ directory beside this module (a developer's checkout)."""
+    """libsnapbuild: $SNAPBUILD_LIBRARY, else, when this module runs from a checkout
+    (client/python), the library built in that checkout's build/ directory, else the
+    installed one."""
     global _lib
     if _lib is not None:
         return _lib
     here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.environ.get("SNAPBUILD_LIBRARY"), "libsnapbuild.so.1",
-                  os.path.join(here, "..", "..", "..", "build", "client", "libsnapbuild.so.1")]
+    in_tree = os.path.join(here, "..", "..", "..", "build", "client", "libsnapbuild.so.1")
+    candidates = [os.environ.get("SNAPBUILD_LIBRARY"),
+                  in_tree if os.path.exists(in_tree) else None, "libsnapbuild.so.1"]
     errors = []
     for name in candidates:
         if not name:
