@@ -13,7 +13,7 @@ import tempfile
 import unittest
 
 from harness import BIN_DIR, clean_env
-from simharness import Sim, write_tree
+from simharness import Sim, submit_ok, wait_job, write_tree
 
 SOURCE_DIR = os.environ.get(
     "SNAPBUILD_SOURCE_DIR",
@@ -164,6 +164,36 @@ class InstalledLibrary(unittest.TestCase):
         r = run([self.program, self.tmp], env=env)
         self.assertEqual(r.returncode, 3)
         self.assertIn("cannot connect to the snapbuild daemon", r.stderr)
+
+
+class Edges(unittest.TestCase):
+    """tests/tools/libsnapbuild-check (linked with the build tree's library): error
+    codes and error JSON, a follow stopped by its callback, threads with a handle each."""
+
+    CHECK = os.path.join(BIN_DIR, "tests", "tools", "libsnapbuild-check")
+
+    def run_check(self, d, *args):
+        r = run([self.CHECK] + list(args), env=clean_env(SNAPBUILD_SOCKET=d.socket), timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("FAIL", r.stdout)
+        return r.stdout.split()
+
+    def test_edges(self):
+        tmp = tempfile.mkdtemp(prefix="sb-lib-edges-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        ctx = os.path.join(tmp, "app")
+        write_tree(ctx, {"Dockerfile": b"FROM debian:12\nRUN make\n"})
+        with Sim() as sim, sim.daemon(tmp=tempfile.mkdtemp(dir=tmp)) as d:
+            out = self.run_check(d, "errors", "threads")
+            for name in ("bad-json", "params-not-object", "unknown-method", "error-json",
+                         "not-found", "still-usable", "result-dropped", "threads"):
+                self.assertIn(name, out)
+            job = wait_job(d, submit_ok(d, ctx)["id"])
+            out = self.run_check(d, "stop", job["id"])
+            self.assertIn("follow-stopped", out)
+            self.assertIn("abandoned-after-stop", out)
+            # The daemon is unharmed by a follower that went away mid-answer.
+            self.assertEqual(d.call("build.get", {"id": job["id"]})["state"], "succeeded")
 
 
 if __name__ == "__main__":
