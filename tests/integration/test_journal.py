@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BIN_DIR, DAEMON, WRAPPER, Conn, can_connect, clean_env, wait_for
+from harness import BIN_DIR, DAEMON, SLOWDOWN, WRAPPER, Conn, can_connect, clean_env, wait_for
 from simharness import API_KEY, Sim, wait_job, write_tree
 
 SHIM = os.path.join(BIN_DIR, "tests", "tools", "libjournal-shim.so")
@@ -76,10 +76,10 @@ class Journal(unittest.TestCase):
         def stop():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-            self.assertEqual(proc.wait(60), 0, "snapbuildd failed: " + self.stderr(stderr_path))
+            self.assertEqual(proc.wait(60 * SLOWDOWN), 0, "snapbuildd failed: " + self.stderr(stderr_path))
         self.addCleanup(stop)
         wait_for(lambda: proc.poll() is None and can_connect(sock) or proc.poll() is not None,
-                 30, "snapbuildd to listen")
+                 30 * SLOWDOWN, "snapbuildd to listen")
         self.assertIsNone(proc.poll(), self.stderr(stderr_path))
         self.stop = stop
         return proc, sock, stderr_path

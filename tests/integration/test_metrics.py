@@ -11,7 +11,7 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import Conn, Daemon, clean_env, run_cli, wait_for
+from harness import Daemon
 from simharness import Sim, submit_ok, wait_job, write_tree
 
 CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
