@@ -52,6 +52,7 @@ struct config {
 	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
 	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
 	char *no_proxy; /* hosts reached without the proxy; NULL = no_proxy from the environment */
+	char *metrics_listen; /* HOST:PORT of GET /metrics; NULL = off (read at start only) */
 
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */

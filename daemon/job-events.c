@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
@@ -53,7 +54,9 @@ int job_flush(struct job *j, char **err)
 	int rc = store_job_save_with_events(j->js->d->store, j->rec, j->pending, j->npending, &e);
 	job_drop_pending(j);
 	if (rc != 0) {
-		log_warnx("job %s: cannot write to the database: %s", j->rec->id, e);
+		log_job(LOG_LEVEL_WARN,
+		        &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+		        "job %s: cannot write to the database: %s", j->rec->id, e);
 		if (j->storage_error == NULL && !j->dead) {
 			j->storage_error = xstrdup(e);
 			event_active(j->fail_ev, 0, 0);
@@ -154,6 +157,8 @@ void job_emit(struct job *j, const char *kind, const char *step, const char *tex
 {
 	if (text == NULL)
 		text = "";
+	if (strcmp(kind, "log") == 0)
+		metrics_log_line();
 	/* What the builder or the engine prints is bounded; the daemon's own words are few. */
 	if ((strcmp(kind, "log") == 0 || strcmp(kind, "progress") == 0) &&
 	    !job_log_room(j, &kind, &text, &data)) {

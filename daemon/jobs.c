@@ -37,6 +37,7 @@
 #include "job.h"
 #include "localbuild.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 #include "worker.h"
 
@@ -188,7 +189,8 @@ static void recover(struct jobs *js, struct store_job *rec)
 		j->log_bytes = bytes;
 	/* No event here: a follower that saw lines the crash kept from the store gets
 	 * them again under the same sequence numbers only if nothing is inserted first. */
-	log_info("job %s: recovering from state %s", rec->id, rec->state);
+	log_job(LOG_LEVEL_INFO, &(struct log_job){rec->id, rec->state, (long long)rec->uid},
+	        "job %s: recovering from state %s", rec->id, rec->state);
 	if (s == JOB_PACKING) {
 		/* Only an older daemon, which packed contexts itself, left jobs in this state. */
 		job_fail(j, "the daemon stopped while packing this job's context",
@@ -419,10 +421,14 @@ static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
                                      const struct intake_result *res, char **err)
 {
 	job_set_str(&r->spool_digest, res->sha256);
+	/* The record was made when the archive started coming in. */
+	metrics_job_stage(METRICS_STAGE_INTAKE, now_seconds() - r->created_at);
+	metrics_context_bytes(res->archive_bytes);
 	r->spool_size = (int64_t)res->archive_bytes;
 	r->file_count = (int64_t)res->file_count;
-	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,
-	         r->context_desc);
+	log_job(LOG_LEVEL_INFO, &(struct log_job){r->id, r->state, (long long)r->uid},
+	        "job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,
+	        r->context_desc);
 	char *desc = xstrdup(r->context_desc), *id = xstrdup(r->id);
 	struct store_job *copy = jobs_insert(js, r, err);
 	struct job *j = copy ? job_find(js, id) : NULL;
@@ -605,7 +611,9 @@ enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err)
 	}
 	if (j->state == JOB_CANCELLING)
 		return JOBS_CANCEL_OK;
-	log_info("job %s: cancel requested in state %s", id, job_state_name(j->state));
+	log_job(LOG_LEVEL_INFO,
+	        &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+	        "job %s: cancel requested in state %s", j->rec->id, job_state_name(j->state));
 	j->rec->cancel_requested = 1;
 	bool later = j->state == JOB_REGISTERING ? job_register_cancel(j)
 	             : j->running                ? j->backend->cancel(j)
