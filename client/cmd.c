@@ -6,6 +6,8 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,9 +61,8 @@ static void cmd_check_protocol(struct cmd_ctx *ctx, struct sb_client *c)
 		free(err);
 		return;
 	}
-	int64_t proto = json_object_object_get_ex(r, "protocol_version", &v)
-	                    ? json_object_get_int64(v)
-	                    : 0;
+	int64_t proto =
+	    json_object_object_get_ex(r, "protocol_version", &v) ? json_object_get_int64(v) : 0;
 	json_object_put(r);
 	if (proto == SNAPBUILD_PROTOCOL_VERSION)
 		return;
@@ -169,6 +170,160 @@ void cmd_print_usage(const struct cmd_entry *e, FILE *fp)
 	if (e->alias != NULL)
 		fprintf(fp, "alias: %s\n", e->alias);
 	fprintf(fp, "%s\n", e->summary);
+	if (e->help != NULL)
+		fprintf(fp, "\n%s", e->help);
+}
+
+int cmd_option_error(const char *name, int opt, int argc, char **argv, const struct option *opts)
+{
+	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+	const char *names[64];
+	const char *near = NULL;
+	char *word;
+	size_t n = 0;
+	bool known = false;
+
+	if (opt == ':') {
+		fprintf(stderr, "snapbuild %s: %s needs a value (snapbuild %s --help)\n", name, arg,
+		        name);
+		return CMD_EXIT_USAGE;
+	}
+	if (!(arg[0] == '-' && arg[1] == '-')) {
+		fprintf(stderr, "snapbuild %s: unknown option '-%c' (snapbuild %s --help)\n", name,
+		        optopt ? optopt : '?', name);
+		return CMD_EXIT_USAGE;
+	}
+	word = xstrdup(arg + 2);
+	word[strcspn(word, "=")] = '\0';
+	for (const struct option *o = opts; o->name != NULL && n + 1 < 64; o++) {
+		names[n++] = o->name;
+		known = known || strcmp(o->name, word) == 0;
+	}
+	names[n] = NULL;
+	if (known)
+		fprintf(stderr, "snapbuild %s: --%s takes no value (snapbuild %s --help)\n", name,
+		        word, name);
+	else if ((near = cmd_closest(word, names)) != NULL)
+		fprintf(stderr,
+		        "snapbuild %s: unknown option '--%s'; did you mean '--%s'? (snapbuild %s "
+		        "--help)\n",
+		        name, word, near, name);
+	else
+		fprintf(stderr, "snapbuild %s: unknown option '--%s' (snapbuild %s --help)\n", name,
+		        word, name);
+	free(word);
+	return CMD_EXIT_USAGE;
+}
+
+char *cmd_short_id(const char *id, bool no_trunc)
+{
+	return no_trunc ? xstrdup(id) : xstrndup(id, CMD_SHORT_ID);
+}
+
+struct cmd_follow_state {
+	sb_notify_cb on_event;
+	void *arg;
+	int64_t last_seq;
+};
+
+static void cmd_follow_cb(void *arg, const char *method, json_object *params)
+{
+	struct cmd_follow_state *f = arg;
+	json_object *v = NULL;
+	int64_t seq = json_object_object_get_ex(params, "seq", &v) ? json_object_get_int64(v) : 0;
+
+	if (strcmp(method, "build.event") != 0)
+		return;
+	/* A replay after a reconnect starts after last_seq; never show a line twice. */
+	if (seq != 0 && seq <= f->last_seq)
+		return;
+	if (seq > f->last_seq)
+		f->last_seq = seq;
+	f->on_event(f->arg, method, params);
+}
+
+/* Connects again within CMD_RECONNECT_SECONDS (a daemon restart); NULL if it cannot. */
+#define CMD_RECONNECT_SECONDS 60
+static struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
+{
+	double deadline = now_seconds() + CMD_RECONNECT_SECONDS;
+	int delay_ms = 50;
+
+	while (!cmd_interrupted) {
+		char *err = NULL;
+		struct sb_client *c = sb_client_connect(ctx->socket_path, &err);
+		free(err);
+		if (c != NULL) {
+			sb_client_set_interrupt(c, &cmd_interrupted);
+			cmd_check_protocol(ctx, c);
+			return c;
+		}
+		if (now_seconds() > deadline)
+			break;
+		poll(NULL, 0, delay_ms);
+		delay_ms = delay_ms < 500 ? delay_ms * 2 : 1000;
+	}
+	return NULL;
+}
+
+int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_t after_seq,
+               sb_notify_cb on_event, void *arg, json_object **job)
+{
+	struct cmd_follow_state f = {on_event, arg, after_seq};
+	bool told = false;
+
+	*job = NULL;
+	for (;;) {
+		json_object *params = json_object_new_object(), *res = NULL, *final = NULL;
+		struct sb_rpc_error e = {0};
+		char *err = NULL;
+		int rc;
+
+		json_object_object_add(params, "id", json_object_new_string(id));
+		json_object_object_add(params, "after_seq", json_object_new_int64(f.last_seq));
+		json_object_object_add(params, "follow", json_object_new_boolean(1));
+		rc =
+		    sb_client_call(*c, "build.logs", params, -1, cmd_follow_cb, &f, &res, &e, &err);
+		if (rc == SB_CALL_OK) {
+			if (json_object_object_get_ex(res, "job", &final))
+				*job = json_object_get(final);
+			json_object_put(res);
+			if (told)
+				fprintf(stderr, "snapbuild: reconnected to the daemon\n");
+			return CMD_EXIT_OK;
+		}
+		if (rc == SB_CALL_RPC_ERROR) {
+			cmd_print_rpc_error(ctx, &e);
+			sb_rpc_error_clear(&e);
+			return CMD_EXIT_FAILURE;
+		}
+		if (rc == SB_CALL_INTERRUPTED) {
+			free(err);
+			return CMD_EXIT_INTERRUPTED;
+		}
+		/* The daemon went away (a restart, an upgrade): the job goes on without it. */
+		sb_client_close(*c);
+		*c = NULL;
+		if (!told)
+			fprintf(stderr,
+			        "snapbuild: lost the daemon at %s (%s); reconnecting to go on "
+			        "after event %lld...\n",
+			        ctx->socket_path, err, (long long)f.last_seq);
+		told = true;
+		free(err);
+		*c = cmd_reconnect(ctx);
+		if (*c == NULL) {
+			if (cmd_interrupted)
+				return CMD_EXIT_INTERRUPTED;
+			sanitize_printf(stderr, 0,
+			                "snapbuild: the daemon did not come back within %d s; the "
+			                "job goes on: snapbuild logs -f %s\n"
+			                "  hint: see `systemctl status snapbuildd` (or --user), or "
+			                "start it with `snapbuildd`\n",
+			                CMD_RECONNECT_SECONDS, id);
+			return CMD_EXIT_UNREACHABLE;
+		}
+	}
 }
 
 int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)

@@ -13,9 +13,12 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "client.h"
+
+struct option;
 
 #define CMD_EXIT_OK          0
 #define CMD_EXIT_FAILURE     1
@@ -36,7 +39,13 @@ struct cmd_entry {
 	const char *usage;   /* arguments after the name, e.g. "[-f] JOB" */
 	const char *summary; /* one line for `snapbuild help` */
 	int (*exec)(struct cmd_ctx *ctx);
+	const char *help; /* every option, its default and environment, for --help; NULL = none */
 };
+
+/* How many characters of a job id tables and messages show (docker ps's 12). */
+#define CMD_SHORT_ID 12
+/* A job id prefix needs at least this many characters to name a job. */
+#define CMD_MIN_PREFIX 4
 
 /* Set by the SIGINT/SIGTERM handler the CLI installs; long calls return when it is. */
 extern volatile sig_atomic_t cmd_interrupted;
@@ -85,6 +94,25 @@ bool cmd_help_wanted(const struct cmd_ctx *ctx, const struct cmd_entry *e);
 const char *cmd_closest(const char *word, const char *const *candidates);
 /* "unknown command" for name, with the nearest command if any; returns 2. */
 int cmd_unknown_command(const char *name);
+/*
+ * getopt_long's refusal, as one line: "snapbuild NAME: unknown option '--contxt'; did you
+ * mean '--context'?" or "--ttl needs a value", with where to read more.  Call it when
+ * getopt_long (shorts starting with ':', so a missing value is told apart) returns '?'
+ * or ':'; name is "create" or "snapshots list".  Returns 2.
+ */
+int cmd_option_error(const char *name, int opt, int argc, char **argv, const struct option *opts);
+/* The first CMD_SHORT_ID characters of id, or all of it with no_trunc (malloc'd). */
+char *cmd_short_id(const char *id, bool no_trunc);
+/*
+ * Follows job id's events from after_seq (build.logs with follow) through on_event,
+ * connecting again by itself when the daemon goes away (a restart) and continuing
+ * after the last seq it passed on, so nothing is shown twice or lost.  Returns as
+ * cmd_call does; *job is the final job (owned) on 0.  c is replaced when it
+ * reconnects (and may be NULL after a failure).
+ */
+int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_t after_seq,
+               sb_notify_cb on_event, void *arg, json_object **job);
+
 /* "3m 12s"-style rendering of a duration in seconds. */
 void cmd_format_duration(double seconds, char *buf, size_t size);
 

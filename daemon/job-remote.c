@@ -143,7 +143,8 @@ static void remote_end_cb(void *arg, const struct api_error *err, bool done,
 		job_flush(j, NULL);
 	if (build_error) {
 		char *msg = xasprintf("the build failed: %s", build_error);
-		char *hint = xasprintf("read the build log above (snapbuild logs %s)", j->rec->id);
+		char *hint = xasprintf("the build log shows the failing step: snapbuild logs %s",
+		                       j->rec->id);
 		job_fail(j, msg, hint);
 		free(hint);
 		free(msg);
@@ -219,9 +220,11 @@ static void remote_delete_done_cb(void *arg, const struct api_error *err)
 		return;
 	}
 	if (err)
-		job_warn(j, "build", "the builder never confirmed the cancel; the build may run on");
+		job_warn(j, "build",
+		         "the builder never confirmed the cancel; the build may run on");
 	else
-		job_log(j, "build", "the builder confirmed the cancel of build %s", j->rec->build_id);
+		job_log(j, "build", "the builder confirmed the cancel of build %s",
+		        j->rec->build_id);
 	job_finish(j, JOB_CANCELLED, NULL, NULL);
 }
 
