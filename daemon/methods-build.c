@@ -216,9 +216,16 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 	if (rc == 0)
 		return true;
 	if (rc == 1) {
-		char *msg = xasprintf("no job '%s'", id);
+		/* Shorter prefixes are never looked up (store_job_get): say so, not just "no". */
+		bool short_prefix = strlen(id) < 4;
+		char *msg = short_prefix
+		                ? xasprintf("no job '%s': a job id prefix needs at least 4 "
+		                            "characters",
+		                            id)
+		                : xasprintf("no job '%s'", id);
 		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, msg,
-		                     "list your jobs with: snapbuild jobs");
+		                     "list your jobs with: snapbuild jobs (IDs there are 12 "
+		                     "characters; any 4 or more that start one name it)");
 		free(msg);
 	} else if (rc == 2) {
 		char *msg = xasprintf("job id prefix '%s' is ambiguous", id);
@@ -252,10 +259,11 @@ static bool archive_fd_ok(struct rpc_call *call, int fd)
 		return false;
 	}
 	if ((fl & O_PATH) == O_PATH || S_ISDIR(st.st_mode)) {
-		rpc_reply_error_hint(call, SB_ERR_CONTEXT,
-		                     "the daemon does not read context directories: pass the packed "
-		                     "context (a .tar.gz) as a regular file",
-		                     too_old);
+		rpc_reply_error_hint(
+		    call, SB_ERR_CONTEXT,
+		    "the daemon does not read context directories: pass the packed "
+		    "context (a .tar.gz) as a regular file",
+		    too_old);
 		return false;
 	}
 	if (!S_ISREG(st.st_mode) || (fl & O_ACCMODE) == O_WRONLY) {
@@ -384,7 +392,8 @@ static void submit_go(struct submit *s)
 	struct job_request req = s->req;
 	s->req.archive_fd = -1; /* the engine owns it now, whatever happens */
 	/* NULL: submit_done_cb has run and s is gone already. */
-	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
+	struct jobs_intake *in =
+	    jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
 	if (in != NULL)
 		s->intake = in;
 }
@@ -464,7 +473,8 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			    call, SB_ERR_CONTEXT,
 			    "the daemon does not read context paths: pass the packed context (a "
 			    ".tar.gz) as a file descriptor with SCM_RIGHTS",
-			    "this client is too old: update snapbuild (or libsnapbuild), which packs "
+			    "this client is too old: update snapbuild (or libsnapbuild), which "
+			    "packs "
 			    "the context itself (proto/PROTOCOL.md, build.submit)");
 		else
 			params_invalid(call, "a context archive (a file descriptor passed with "

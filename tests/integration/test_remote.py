@@ -500,7 +500,12 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(second["retry_of"], first["id"])
         self.assertEqual(second["archive"]["sha256"], first["archive"]["sha256"])
         self.assertNotEqual(second["snapshot_id"], first["snapshot_id"])
+        # A bare prune keeps the last 7 days; --all (no terminal: no question) does not.
         p = d.cli("prune")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("deleted 0 jobs", p.stdout)
+        self.assertEqual(len(d.call("build.list")["jobs"]), 2)
+        p = d.cli("prune", "--all")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("deleted 2 jobs", p.stdout)
         self.assertEqual(os.listdir(os.path.join(d.state_dir, "spool")), [])
