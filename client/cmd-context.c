@@ -77,7 +77,8 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	int opt, rc = 1, out_fd = -1;
 	char *tmp = NULL, *err = NULL;
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "f:s:o:h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":f:s:o:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			dockerfile = optarg;
@@ -96,7 +97,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			cmd_print_usage(&cmd_context_entry, stdout);
 			return 0;
 		default:
-			return cmd_usage_error(&cmd_context_entry, "unknown option");
+			return cmd_option_error("context", opt, ctx->argc, ctx->argv, opts);
 		}
 	}
 	if (optind != ctx->argc - 1)

@@ -106,7 +106,7 @@ enum progress { PROGRESS_AUTO, PROGRESS_TTY, PROGRESS_PLAIN, PROGRESS_QUIET };
  * are one-line fields, the error and hint messages: all sanitised (sanitize.h).  A
  * failure names its job and the command to read its log, whatever the mode: the one
  * place the error is shown. */
-static int report(struct cmd_ctx *ctx, json_object *job, bool live)
+static int report(struct cmd_ctx *ctx, json_object *job, bool live, bool plain)
 {
 	const char *state = json_str(job, "state");
 	unsigned flags = output_text_flags(stderr);
@@ -132,7 +132,7 @@ static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 	if (strcmp(state, "succeeded") == 0) {
 		rc = 0;
 	} else if (strcmp(state, "failed") == 0) {
-		bool color = output_color(stderr);
+		bool color = !plain && output_color(stderr);
 		fprintf(stderr, "%s✖%s ", color ? "\033[31m" : "", color ? "\033[0m" : "");
 		sanitize_printf(stderr, SANITIZE_FIELD, "Build failed (job %s): ", sid);
 		sanitize_printf(stderr, flags, "%s\n", json_str(job, "error"));
@@ -491,7 +491,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		c = NULL;
 		rc = cancel_job(ctx, id);
 	} else if (rc == CMD_EXIT_OK) {
-		rc = report(ctx, final, live);
+		rc = report(ctx, final, live, progress == PROGRESS_PLAIN);
 	}
 out:
 	event_printer_free(view.printer);

@@ -26,7 +26,8 @@ static int job_opts(struct cmd_ctx *ctx, const struct cmd_entry *e)
 	};
 	int opt;
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "o:h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":o:h", opts, NULL)) != -1) {
 		if (opt == 'o') {
 			if (cmd_set_output(ctx, e, optarg) != CMD_EXIT_OK)
 				return CMD_EXIT_USAGE;
@@ -34,7 +35,7 @@ static int job_opts(struct cmd_ctx *ctx, const struct cmd_entry *e)
 			cmd_print_usage(e, stdout);
 			return 0;
 		} else {
-			return cmd_usage_error(e, "unknown option");
+			return cmd_option_error(e->name, opt, ctx->argc, ctx->argv, opts);
 		}
 	}
 	return -1;

@@ -54,9 +54,13 @@ struct snap_sub {
 
 static const struct snap_sub *snap_sub_find(const char *name);
 
+static int snap_create(struct cmd_ctx *ctx, int argc, char **argv);
+
 static void snap_sub_usage(const struct snap_sub *s, FILE *fp)
 {
 	fprintf(fp, "usage: snapbuild snapshots %s %s\n  %s\n", s->name, s->usage, s->summary);
+	if (s->exec == snap_create)
+		fprintf(fp, "\n%s", cmd_create_entry.help);
 }
 
 static int snap_usage_error(const struct snap_sub *s, const char *fmt, ...)
@@ -69,32 +73,35 @@ static int snap_usage_error(const struct snap_sub *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	snap_sub_usage(s, stderr);
+	fprintf(stderr, " (snapbuild snapshots %s --help)\n", s->name);
 	return CMD_EXIT_USAGE;
 }
 
 /*
  * getopt_long over a subcommand's arguments (argv[0] is its name; -o never gets here,
  * snapbuild's main takes it first, nor does --help, cmd_snapshots_exec's).  Returns -1
- * to go on with optind at the first operand, else the exit code of a usage error.
+ * to go on with optind at the first operand, else the exit code of a usage error (on_opt
+ * prints its own for a bad value and returns nonzero).
  */
 static int snap_opts(const struct snap_sub *s, int argc, char **argv, const struct option *opts,
                      const char *shorts, int (*on_opt)(void *arg, int opt, const char *val),
                      void *arg)
 {
 	static const struct option none[] = {{NULL, 0, NULL, 0}};
-	int opt;
+	char *name = xasprintf("snapshots %s", s->name);
+	int opt, rc = -1;
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, shorts ? shorts : "", opts ? opts : none, NULL)) !=
-	       -1) {
-		if (opt == '?' || on_opt == NULL || on_opt(arg, opt, optarg) != 0)
-			return snap_usage_error(s, "unknown option or bad value '%s'",
-			                        argv[optind - 1]);
+	while (rc < 0 && (opt = getopt_long(argc, argv, shorts ? shorts : ":", opts ? opts : none,
+	                                    NULL)) != -1) {
+		if (opt == '?' || opt == ':' || on_opt == NULL)
+			rc = cmd_option_error(name, opt, argc, argv, opts ? opts : none);
+		else if (on_opt(arg, opt, optarg) != 0)
+			rc = CMD_EXIT_USAGE;
 	}
-	return -1;
+	free(name);
+	return rc;
 }
 
 static json_object *snap_id_params(const char *key, const char *value)
@@ -403,6 +410,7 @@ void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
 struct snap_list_opts {
 	json_object *params;
 	json_object *tags;
+	bool one_page; /* --limit or --cursor: that page, not all of them */
 };
 
 static int snap_list_opt(void *arg, int opt, const char *val)
@@ -417,11 +425,18 @@ static int snap_list_opt(void *arg, int opt, const char *val)
 		errno = 0;
 		n = strtol(val, &end, 10);
 		if (errno || *end || end == val || n < 1 || n > 100)
-			return -1;
+			return snap_usage_error(snap_sub_find("list"),
+			                        "--limit takes 1 to 100 (the API's page size), not "
+			                        "'%s'",
+			                        val);
 		json_object_object_add(o->params, "limit", json_object_new_int((int)n));
+		o->one_page = true;
 		return 0;
 	case 'c':
 		json_object_object_add(o->params, "cursor", json_object_new_string(val));
+		o->one_page = true;
+		return 0;
+	case 'C':
 		return 0;
 	case 'x':
 		json_object_object_add(o->params, "exclude_retired", json_object_new_boolean(1));
@@ -429,13 +444,14 @@ static int snap_list_opt(void *arg, int opt, const char *val)
 	case 't':
 		eq = strchr(val, '=');
 		if (eq == NULL || eq == val)
-			return -1;
+			return snap_usage_error(snap_sub_find("list"), "--tag takes K=V, not '%s'",
+			                        val);
 		key = xstrndup(val, (size_t)(eq - val));
 		json_object_object_add(o->tags, key, json_object_new_string(eq + 1));
 		free(key);
 		return 0;
 	default:
-		return -1;
+		return snap_usage_error(snap_sub_find("list"), "unexpected option");
 	}
 }
 
@@ -500,14 +516,16 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 	    {"cursor", required_argument, NULL, 'c'},
 	    {"exclude-retired", no_argument, NULL, 'x'},
 	    {"tag", required_argument, NULL, 't'},
+	    {"ci", no_argument, NULL, 'C'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct snap_list_opts o = {json_object_new_object(), json_object_new_object()};
+	struct snap_list_opts o = {json_object_new_object(), json_object_new_object(), false};
+	bool ci = false;
 	const struct snap_sub *s = snap_sub_find("list");
 	struct sb_client *c;
 	json_object *page = NULL, *data = NULL;
 	const char *next;
-	int rc = snap_opts(s, argc, argv, opts, "n:c:xt:", snap_list_opt, &o);
+	int rc = snap_opts(s, argc, argv, opts, ":n:c:xt:", snap_list_opt, &o);
 
 	if (rc < 0 && optind < argc)
 		rc = snap_usage_error(s, "unexpected argument '%s'", argv[optind]);
@@ -515,8 +533,11 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 		goto out;
 	if (json_object_object_length(o.tags) > 0)
 		json_object_object_add(o.params, "tags", json_object_get(o.tags));
+	for (int i = 1; i < optind; i++)
+		ci = ci || strcmp(argv[i], "--ci") == 0;
 	c = cmd_connect(ctx);
-	if (!ctx->json && isatty(STDOUT_FILENO)) {
+	/* The pager pages through everything; a page asked for is that page, --ci plain. */
+	if (!ctx->json && !o.one_page && !ci && isatty(STDOUT_FILENO)) {
 		rc = snap_list_paged(ctx, c, o.params);
 		sb_client_close(c);
 		goto out;
@@ -535,8 +556,15 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 		snap_print_row(stdout, json_object_array_get_idx(data, i), now_seconds(), 0);
 	next = json_str(page, "next_cursor");
 	if (*next) {
-		sanitize_printf(stderr, SANITIZE_FIELD,
-		                "more: snapbuild snapshots list --cursor %s", next);
+		/* The next page of the same list: the same filters, and the cursor. */
+		fputs("more: snapbuild snapshots list", stderr);
+		for (int i = 1; i < optind && i < argc; i++) {
+			if (strcmp(argv[i], "--cursor") == 0 || strcmp(argv[i], "-c") == 0)
+				i++;
+			else if (strncmp(argv[i], "--cursor=", 9) != 0)
+				sanitize_printf(stderr, SANITIZE_FIELD, " %s", argv[i]);
+		}
+		sanitize_printf(stderr, SANITIZE_FIELD, " --cursor %s", next);
 		fputc('\n', stderr);
 	}
 out:
@@ -659,10 +687,25 @@ static int snap_retire(struct cmd_ctx *ctx, int argc, char **argv)
 
 static int snap_help(struct cmd_ctx *ctx, int argc, char **argv);
 
+/* `snapshots create` is `create`, as in the together-sandbox CLI. */
+static int snap_create(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	struct cmd_ctx sub = *ctx;
+	int rc;
+
+	sub.argc = argc;
+	sub.argv = argv;
+	rc = cmd_create_entry.exec(&sub);
+	ctx->json = sub.json;
+	return rc;
+}
+
 static const struct snap_sub snap_subs[] = {
-    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [-o table|json]",
-     "list snapshots, newest first: all pages through $PAGER on a terminal, one page "
-     "otherwise",
+    {"create", "[OPTIONS]   (the same as `snapbuild create`: see `snapbuild create --help`)",
+     "build a context (or an image) into a snapshot", snap_create},
+    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--ci] [-o table|json]",
+     "list snapshots, newest first: on a terminal every page through $PAGER, unless\n"
+     "      --limit or --cursor asks for one page (or --ci); in a pipe one page",
      snap_list},
     {"get", "[-o table|json] ID|@ALIAS",
      "show a snapshot: identity, storage, retention and lifecycle", snap_get},

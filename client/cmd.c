@@ -334,7 +334,7 @@ int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nusage: snapbuild %s%s%s\n", e->name, *e->usage ? " " : "", e->usage);
+	fprintf(stderr, " (snapbuild %s --help)\n", e->name);
 	return CMD_EXIT_USAGE;
 }
 

@@ -73,7 +73,7 @@ int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method
                     json_object **result);
 /* Pretty JSON and a newline to stdout. */
 void cmd_print_json(json_object *o);
-/* Prints "snapbuild NAME: message" and the usage line to stderr; returns 2. */
+/* Prints "snapbuild NAME: message (snapbuild NAME --help)", one line, to stderr; returns 2. */
 int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints the full usage of e to fp. */
