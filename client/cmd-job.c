@@ -108,8 +108,8 @@ void cmd_print_job(json_object *j)
 	print_field("retry of:", json_str(j, "retry_of"));
 	print_message("error:", json_str(j, "error"));
 	print_message("hint:", json_str(j, "hint"));
-	print_time("created:", json_num(j, "created_at"));
-	print_time("finished:", json_num(j, "finished_at"));
+	print_time("created:", parse_rfc3339(json_str(j, "created_at")));
+	print_time("finished:", parse_rfc3339(json_str(j, "finished_at")));
 }
 
 static int cmd_inspect_exec(struct cmd_ctx *ctx);

@@ -120,7 +120,7 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 		json_object *j = json_object_array_get_idx(jobs, i);
 		char *id = cmd_short_id(json_str(j, "id"), no_trunc);
 		char *snap = cmd_short_id(json_str(j, "snapshot_id"), no_trunc);
-		char *age = output_age(json_num(j, "created_at"), now);
+		char *age = output_age(parse_rfc3339(json_str(j, "created_at")), now);
 		char *state = xstrdup(json_str(j, "state"));
 		if (json_int(j, "queue_position") > 0) {
 			free(state);

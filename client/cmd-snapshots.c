@@ -114,33 +114,6 @@ static json_object *snap_id_params(const char *key, const char *value)
 
 /* --- rendering ---------------------------------------------------------------------- */
 
-/* RFC 3339 (what the API sends) to seconds since the epoch; 0 when unparsable. */
-static double snap_time(const char *s)
-{
-	struct tm tm = {0};
-	const char *p = s && *s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-	double frac = 0;
-	long off = 0;
-	int hh, mm;
-
-	if (p == NULL)
-		return 0;
-	if (*p == '.') {
-		char *end;
-		frac = strtod(p, &end);
-		p = end;
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2) {
-		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
-		p += 6;
-	} else {
-		return 0;
-	}
-	return *p == '\0' ? (double)timegm(&tm) - (double)off + frac : 0;
-}
-
 struct snap_tag {
 	const char *key, *value;
 };
@@ -227,7 +200,7 @@ static char *snap_status_text(json_object *s)
 
 	if (snap_is_null(s, "retired_at"))
 		return xstrdup("active");
-	age = output_age(snap_time(json_str(s, "retired_at")), now_seconds());
+	age = output_age(parse_rfc3339(json_str(s, "retired_at")), now_seconds());
 	out = xasprintf("retired %s", age);
 	free(age);
 	return out;
@@ -253,10 +226,10 @@ static void snap_print_row(FILE *fp, json_object *s, double now, size_t tags_max
 {
 	char *id = sanitize(json_str(s, "id"), SANITIZE_FIELD);
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
-	char *age = output_age(snap_time(json_str(s, "created_at")), now);
+	char *age = output_age(parse_rfc3339(json_str(s, "created_at")), now);
 	char *retired = snap_is_null(s, "retired_at")
 	                    ? xstrdup("-")
-	                    : output_age(snap_time(json_str(s, "retired_at")), now);
+	                    : output_age(parse_rfc3339(json_str(s, "retired_at")), now);
 	char *tags = snap_tags_text(s);
 	json_object *mem = NULL;
 	bool memory = json_object_object_get_ex(s, "memory", &mem) && json_object_get_boolean(mem);
@@ -294,7 +267,7 @@ static void snap_print_value(const char *label, const char *value)
 
 static void snap_print_time(const char *label, const char *value)
 {
-	double t = snap_time(value);
+	double t = parse_rfc3339(value);
 	char buf[64];
 	time_t secs = (time_t)t;
 	char *age;
@@ -322,7 +295,7 @@ static void snap_print_full(json_object *s, const char *alias)
 	char *status = snap_status_text(s);
 	const char *job = "";
 	int64_t ttl = json_int(s, "ttl");
-	double created = snap_time(json_str(s, "created_at"));
+	double created = parse_rfc3339(json_str(s, "created_at"));
 
 	if (json_object_object_get_ex(s, "tags", &tags))
 		job = json_str(tags, "snapbuild.job");

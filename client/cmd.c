@@ -160,8 +160,25 @@ int cmd_call(struct cmd_ctx *ctx, struct sb_client *c, const char *method, json_
 
 void cmd_print_json(json_object *o)
 {
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-	                                           JSON_C_TO_STRING_NOSLASHESCAPE));
+	const char *s = json_object_to_json_string_ext(
+	    o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+
+	/* json-c writes an empty object or array over two lines: {} and [] as jq does. */
+	for (const char *p = s; *p; p++) {
+		const char *q = p + 1;
+		if (*p == '{' || *p == '[') {
+			while (*q == '\n' || *q == ' ')
+				q++;
+			if (*q == (*p == '{' ? '}' : ']')) {
+				fputc(*p, stdout);
+				fputc(*q, stdout);
+				p = q;
+				continue;
+			}
+		}
+		fputc(*p, stdout);
+	}
+	fputc('\n', stdout);
 }
 
 void cmd_print_usage(const struct cmd_entry *e, FILE *fp)

@@ -222,7 +222,7 @@ static const char *paint(struct event_printer *p, const char *code)
 static void print_progress(struct event_printer *p, json_object *ev)
 {
 	int64_t sent = json_int(ev, "sent"), total = json_int(ev, "total");
-	double t = json_num(ev, "time");
+	double t = parse_rfc3339(json_str(ev, "time"));
 	if (p->style != EVENT_STYLE_LIVE) {
 		if (sent == total || t - p->last_plain_progress >= 2) {
 			p->last_plain_progress = t;

@@ -56,9 +56,15 @@ static json_object *json_parse_object(const char *text)
 	return o;
 }
 
+/* Times in the protocol's JSON are RFC 3339 strings in UTC (protocol 3). */
 static json_object *json_time(double t)
 {
-	return t > 0 ? json_object_new_double(t) : NULL;
+	char buf[RFC3339_SIZE];
+
+	if (t <= 0)
+		return NULL;
+	format_rfc3339(t, buf);
+	return json_object_new_string(buf);
 }
 
 json_object *methods_job_json(struct daemon *d, const struct store_job *j)
@@ -110,9 +116,7 @@ static json_object *event_json(const char *job_id, const struct store_event *ev)
 	json_object *o = json_object_new_object();
 	json_object_object_add(o, "job_id", json_object_new_string(job_id));
 	json_object_object_add(o, "seq", json_object_new_int64(ev->seq));
-	char t[32];
-	snprintf(t, sizeof(t), "%.6f", ev->time);
-	json_object_object_add(o, "time", json_object_new_double_s(ev->time, t));
+	json_object_object_add(o, "time", json_time(ev->time));
 	json_object_object_add(o, "kind", json_object_new_string(ev->kind));
 	json_object_object_add(o, "step", json_str_or_null(ev->step));
 	json_object_object_add(o, "text", json_object_new_string(ev->text ? ev->text : ""));
