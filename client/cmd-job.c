@@ -87,19 +87,24 @@ void cmd_print_job(json_object *j)
 	print_field("context:", json_str(j, "context"));
 	print_field("dockerfile:", json_str(j, "dockerfile"));
 	print_field("alias:", json_str(j, "alias"));
-	json_object *tags = NULL;
-	if (json_object_object_get_ex(j, "tags", &tags) && json_object_object_length(tags)) {
-		printf("  %-13s", "tags:");
-		json_object_object_foreach(tags, k, v)
+	static const char *const maps[][2] = {{"tags", "tags:"}, {"build_args", "build args:"}};
+	for (size_t m = 0; m < sizeof(maps) / sizeof(maps[0]); m++) {
+		json_object *kv = NULL;
+		if (!json_object_object_get_ex(j, maps[m][0], &kv) ||
+		    !json_object_is_type(kv, json_type_object) ||
+		    json_object_object_length(kv) == 0)
+			continue;
+		printf("  %-13s", maps[m][1]);
+		json_object_object_foreach(kv, k, v)
 		    sanitize_printf(stdout, SANITIZE_FIELD, " %s=%s", k, json_object_get_string(v));
 		printf("\n");
 	}
 	json_object *a = NULL;
 	if (json_object_object_get_ex(j, "archive", &a) && a) {
 		char *b = output_bytes((uint64_t)json_int(a, "bytes"));
-		sanitize_printf(stdout, 0, "  %-13s %lld files, %s gzip'd, sha256 %s\n",
-		                "archive:", (long long)json_int(a, "files"), b,
-		                json_str(a, "sha256"));
+		sanitize_printf(stdout, 0, "  %-13s %lld file%s, %s gzip'd, sha256 %s\n",
+		                "archive:", (long long)json_int(a, "files"),
+		                json_int(a, "files") == 1 ? "" : "s", b, json_str(a, "sha256"));
 		free(b);
 	}
 	print_field("build id:", json_str(j, "build_id"));
@@ -112,12 +117,60 @@ void cmd_print_job(json_object *j)
 	print_time("finished:", parse_rfc3339(json_str(j, "finished_at")));
 }
 
+/*
+ * The job's state history from its state events: when it entered each state, and how
+ * long after the job was created.
+ */
+static void print_history(struct cmd_ctx *ctx, struct sb_client *c, const char *id)
+{
+	int64_t after = 0;
+	double first = 0;
+	bool more = true, header = false;
+
+	while (more) {
+		json_object *params = id_params(id), *res = NULL, *evs = NULL, *m = NULL;
+		json_object_object_add(params, "after_seq", json_object_new_int64(after));
+		if (cmd_call(ctx, c, "build.logs", params, &res) != 0)
+			return;
+		json_object_object_get_ex(res, "events", &evs);
+		for (size_t i = 0; i < json_object_array_length(evs); i++) {
+			json_object *ev = json_object_array_get_idx(evs, i);
+			double t = parse_rfc3339(json_str(ev, "time"));
+			char when[64], since[32];
+			time_t s = (time_t)t;
+			if (strcmp(json_str(ev, "kind"), "state") != 0)
+				continue;
+			if (!header)
+				printf("  history:\n");
+			header = true;
+			if (first == 0)
+				first = t;
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&s));
+			if (t - first < 60)
+				snprintf(since, sizeof(since), "%.1fs", t - first);
+			else
+				cmd_format_duration(t - first, since, sizeof(since));
+			sanitize_printf(stdout, SANITIZE_FIELD, "    %s.%03d  +%-8s %s", when,
+			                (int)((t - (double)s) * 1000), since, json_str(ev, "text"));
+			putchar('\n');
+		}
+		after = json_int(res, "last_seq");
+		more = json_object_object_get_ex(res, "more", &m) && json_object_get_boolean(m);
+		json_object_put(res);
+	}
+}
+
 static int cmd_inspect_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_inspect_entry = {
     .name = "inspect",
     .usage = "[-o table|json] JOB",
-    .summary = "show a job's details",
+    .summary = "show a job's details, its state history and its snapshot",
     .exec = cmd_inspect_exec,
+    .help = "Shows the job's settings (context, Dockerfile, alias, tags, build args), its\n"
+            "archive, its result or error, and its state history: when it entered each\n"
+            "state, from its events; then the snapshot's live details.  JOB is a job id\n"
+            "or a unique prefix of at least 4 characters.\n"
+            "  -o, --output table|json  json: the job as the daemon sends it\n",
 };
 
 static int cmd_inspect_exec(struct cmd_ctx *ctx)
@@ -134,6 +187,7 @@ static int cmd_inspect_exec(struct cmd_ctx *ctx)
 		cmd_print_json(job);
 	} else if (rc == 0) {
 		cmd_print_job(job);
+		print_history(ctx, c, json_str(job, "id"));
 		if (*json_str(job, "snapshot_id"))
 			cmd_print_snapshot_live(c, json_str(job, "snapshot_id"));
 	}

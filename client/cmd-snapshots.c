@@ -395,15 +395,15 @@ static int snap_list_opt(void *arg, int opt, const char *val)
 
 	switch (opt) {
 	case 'n':
+	case 'p':
 		errno = 0;
 		n = strtol(val, &end, 10);
 		if (errno || *end || end == val || n < 1 || n > 100)
 			return snap_usage_error(snap_sub_find("list"),
-			                        "--limit takes 1 to 100 (the API's page size), not "
-			                        "'%s'",
-			                        val);
+			                        "%s takes 1 to 100 (the API's page size), not '%s'",
+			                        opt == 'n' ? "--limit" : "--page-size", val);
 		json_object_object_add(o->params, "limit", json_object_new_int((int)n));
-		o->one_page = true;
+		o->one_page = o->one_page || opt == 'n';
 		return 0;
 	case 'c':
 		json_object_object_add(o->params, "cursor", json_object_new_string(val));
@@ -490,6 +490,7 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 	    {"exclude-retired", no_argument, NULL, 'x'},
 	    {"tag", required_argument, NULL, 't'},
 	    {"ci", no_argument, NULL, 'C'},
+	    {"page-size", required_argument, NULL, 'p'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct snap_list_opts o = {json_object_new_object(), json_object_new_object(), false};
@@ -676,9 +677,12 @@ static int snap_create(struct cmd_ctx *ctx, int argc, char **argv)
 static const struct snap_sub snap_subs[] = {
     {"create", "[OPTIONS]   (the same as `snapbuild create`: see `snapbuild create --help`)",
      "build a context (or an image) into a snapshot", snap_create},
-    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--ci] [-o table|json]",
-     "list snapshots, newest first: on a terminal every page through $PAGER, unless\n"
-     "      --limit or --cursor asks for one page (or --ci); in a pipe one page",
+    {"list",
+     "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--page-size N] [--ci]\n"
+     "               [-o table|json]",
+     "list snapshots, newest first: on a terminal every page through $PAGER (fetched\n"
+     "      --page-size at a time, default the API's 20), unless --limit N or --cursor C\n"
+     "      asks for one page (or --ci); in a pipe one page (N default 20, 1 to 100)",
      snap_list},
     {"get", "[-o table|json] ID|@ALIAS",
      "show a snapshot: identity, storage, retention and lifecycle", snap_get},

@@ -468,10 +468,9 @@ class RemoteTest(unittest.TestCase):
                              fds=[fd])["error"]
             self.assertEqual(err["code"], -32602, bad)
             self.assertIn("dockerfile", err["message"])
-            # The client refuses it before asking the daemon.
-            r = d.cli("create", "--context", self.ctx, "--dockerfile", bad, "--ci")
-            self.assertEqual(r.returncode, 1, r.stderr)
-            self.assertIn("Dockerfile", r.stderr)
+        # (The CLI sends a Dockerfile from outside the context in the archive, under a
+        # generated name, as docker does: test_cli_habits.)  A symlink in the context
+        # that leads out of it is refused by the client before asking the daemon.
         os.symlink("/etc/hostname", os.path.join(self.ctx, "Outside"))
         r = d.cli("create", "--context", self.ctx, "--dockerfile", "Outside", "--ci")
         self.assertEqual(r.returncode, 1, r.stderr)
