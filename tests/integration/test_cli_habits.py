@@ -398,6 +398,103 @@ class OptionErrors(unittest.TestCase):
         self.assertNotRegex(r.stdout, r"-t, --ttl")
 
 
+class Snapshots(WithSim):
+    def test_snapshots_create_is_create(self):
+        ctx = self.tree({"Dockerfile": b"FROM a\n"})
+        r = self.cli("snapshots", "create", "--context", ctx, "-t", "app@v1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        sid = r.stdout.strip()
+        job = self.d.call("build.list")["jobs"][0]
+        self.assertEqual((job["snapshot_id"], job["alias"]), (sid, "app@v1"))
+        r = self.cli("snapshots", "create", "--help")
+        self.assertIn("--dockerfile", r.stdout)
+
+    def test_list_one_page_and_ci(self):
+        ctx = self.tree({"Dockerfile": b"FROM a\n"})
+        for _ in range(3):
+            wait_job(self.d, submit_ok(self.d, ctx, tags={"k": "v"})["id"])
+        env = self.env(PAGER="sed 's/^/PAGED:/'")
+        # --limit on a terminal: that page, no pager, and the hint repeats the filters.
+        rc, out = run_in_pty(["snapshots", "list", "--limit", "2", "--tag", "k=v"], env)
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("PAGED:", out)
+        self.assertEqual(len([l for l in out.splitlines() if re.match(r"[0-9a-f]{8}-", l)]), 2)
+        self.assertRegex(out, r"more: snapbuild snapshots list --limit 2 --tag k=v --cursor \S+")
+        rc, out = run_in_pty(["snapshots", "list", "--ci"], env)
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("PAGED:", out)
+        self.assertIn("ID ", out)
+
+    def test_cache_key_needs_a_context(self):
+        before = len(self.sim.builds())
+        r = self.cli("create", "--image", "python:3.12", "--cache-key", "k")
+        self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+        self.assertIn("--cache-key needs a context", r.stderr)
+        self.assertEqual(len(self.sim.builds()), before)
+
+
+class Output(WithSim):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ctx = os.path.join(cls.tmp, "ctx")
+        write_tree(ctx, {"Dockerfile": b"FROM a\n"})
+        cls.job = wait_job(cls.d, submit_ok(cls.d, ctx, alias="a-rather-long-alias-name@v1",
+                                            build_args={"VERSION": "1.2"})["id"])
+
+    def test_jobs_fit_100_columns_with_short_ids(self):
+        rc, out = run_in_pty(["jobs"], self.env(COLUMNS="100"))
+        self.assertEqual(rc, 0, out)
+        lines = [l for l in out.splitlines() if l]
+        self.assertTrue(all(len(l) <= 100 for l in lines), lines)
+        self.assertTrue(lines[1].startswith(self.job["id"][:12] + " "), lines)
+        self.assertIn(self.job["snapshot_id"][:12] + " ", lines[1])
+        self.assertNotIn(self.job["id"], out)
+
+    def test_inspect_shows_history_and_build_args(self):
+        r = self.cli("inspect", self.job["id"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("  build args:   VERSION=1.2\n", r.stdout)
+        history = re.findall(r"(?m)^    (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})  \+(\S+)\s+(\w+)$",
+                             r.stdout)
+        states = [h[2] for h in history]
+        self.assertEqual(states, ["queued", "uploading", "building", "registering", "aliasing",
+                                  "succeeded"])
+        self.assertEqual(history[0][1], "0.0s")
+
+    def test_times_are_rfc3339_in_jobs_and_events(self):
+        rfc3339 = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$"
+        job = json.loads(self.cli("inspect", "-o", "json", self.job["id"]).stdout)
+        for key in ("created_at", "updated_at", "finished_at"):
+            self.assertRegex(job[key], rfc3339)
+        r = self.cli("logs", "-o", "json", self.job["id"])
+        for line in r.stdout.splitlines():
+            self.assertRegex(json.loads(line)["time"], rfc3339)
+        listed = json.loads(self.cli("jobs", "-o", "json").stdout)["jobs"][0]
+        self.assertRegex(listed["created_at"], rfc3339)
+
+    def test_empty_objects_on_one_line(self):
+        r = self.cli("inspect", "-o", "json", self.job["id"])
+        self.assertIn('"tags": {}', r.stdout)
+        self.assertNotRegex(r.stdout, r"\{\s*\n\s*\}")
+
+    def test_progress_modes(self):
+        ctx = self.tree({"Dockerfile": b"FROM a\n"})
+        rc, out = run_in_pty(["create", "-c", ctx, "--progress", "plain"], self.env())
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("\x1b[", out)
+        self.assertIn("==> succeeded", out)
+        rc, out = run_in_pty(["create", "-c", ctx, "-q"], self.env())
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(out, r"^[0-9a-f-]{36}\n$")
+        rc, out = run_in_pty(["create", "-c", ctx], self.env())
+        self.assertEqual(rc, 0, out)
+        self.assertIn("packed %s: 1 file, " % ctx, out)
+        self.assertRegex(out, r"context \S+: 1 file, \d+ B → \d+ B gzip'd")
+        self.assertNotIn("-/s", out)
+        self.assertIn("✔", out)
+
+
 class FollowAcrossARestart(unittest.TestCase):
     def test_logs_f_and_create_go_on_after_a_restart(self):
         tmp = tempfile.mkdtemp(prefix="sbfollow-")
