@@ -40,8 +40,8 @@ static int cmd_snapshots_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_snapshots_entry = {
     .name = "snapshots",
     .alias = "snapshot",
-    .usage = "list|get|alias|unalias|retire [ARGS]",
-    .summary = "list, show, alias and retire snapshots (`snapbuild snapshots --help`)",
+    .usage = "create|list|get|alias|unalias|retire [ARGS]",
+    .summary = "create, list, show, alias and retire snapshots (snapshots --help)",
     .exec = cmd_snapshots_exec,
 };
 

@@ -481,6 +481,10 @@ static int cmd_help_exec(struct cmd_ctx *ctx)
 	}
 	printf("usage: snapbuild [--socket PATH] [-o table|json] COMMAND [ARGS]\n"
 	       "\n"
+	       "Builds Docker contexts into Together Sandbox snapshots through the snapbuildd\n"
+	       "daemon, which holds the API key: like `together-sandbox snapshots create`, but\n"
+	       "a build outlives the shell that started it, and every build is kept.\n"
+	       "\n"
 	       "Commands:\n");
 	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++) {
 		char left[32];
@@ -488,18 +492,30 @@ static int cmd_help_exec(struct cmd_ctx *ctx)
 		         (*e)->alias ? (*e)->alias : "", (*e)->alias ? ")" : "");
 		printf("  %-20s %s\n", left, (*e)->summary);
 	}
-	printf("\n"
-	       "Options:\n"
-	       "  --socket PATH     daemon socket (now %s;\n"
-	       "                    $SNAPBUILD_SOCKET changes the default)\n"
-	       "  -o table|json     output format (text is the same as table); -o json\n"
-	       "                    prints results verbatim (accepted after the command too)\n"
-	       "  --version         print the client's version\n"
-	       "  -h, --help        this help\n"
-	       "\n"
-	       "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
-	       "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's usage.\n",
-	       ctx->socket_path);
+	printf(
+	    "\n"
+	    "Options:\n"
+	    "  --socket PATH     daemon socket (now %s;\n"
+	    "                    $SNAPBUILD_SOCKET changes the default)\n"
+	    "  -o table|json     output format (text is the same as table); -o json\n"
+	    "                    prints results verbatim (accepted after the command too)\n"
+	    "  --version         print the client's version\n"
+	    "  -h, --help        this help\n"
+	    "\n"
+	    "Examples:\n"
+	    "    snapbuild create --context ./app -t myapp@v1     build ./app, alias the snapshot\n"
+	    "    snapbuild create -c ./app -f ./Dockerfile.prod   a Dockerfile from elsewhere\n"
+	    "    snapbuild jobs                                   what ran, and how it ended\n"
+	    "    snapbuild logs -f 1a2b                           follow a job (4+ id characters)\n"
+	    "\n"
+	    "Environment: TOGETHER_LOCAL_BUILD=1 and TOGETHER_REMOTE_ARCHITECTURE=amd64|arm64\n"
+	    "act as create's --local and --arch; TOGETHER_API_KEY and TOGETHER_BASE_URL are\n"
+	    "the daemon's (`snapbuild daemon info` shows what it uses); NO_COLOR.\n"
+	    "\n"
+	    "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
+	    "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's options\n"
+	    "and their defaults.\n",
+	    ctx->socket_path);
 	return CMD_EXIT_OK;
 }
 

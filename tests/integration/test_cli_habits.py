@@ -495,6 +495,47 @@ class Output(WithSim):
         self.assertIn("✔", out)
 
 
+class DocsAgree(unittest.TestCase):
+    """--help, the man page, the README and the completion say the same thing."""
+    ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+    def read(self, *path):
+        with open(os.path.join(self.ROOT, *path)) as f:
+            return f.read()
+
+    def help(self, *args):
+        r = subprocess.run([CLI, "--socket", "/nonexistent/s.sock"] + list(args),
+                           env=clean_env(), capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def test_create_options(self):
+        man = self.read("packaging", "man", "snapbuild.1.scd")
+        man_create = man[man.index("*create* [_OPTIONS_]"):man.index("*jobs* [")]
+        readme = self.read("README.md")
+        completion = self.read("packaging", "completion", "snapbuild.bash")
+        options = set(re.findall(r"(?m)^\s+(?:-\w, )*(?:-\w, )?(--[a-z-]+)", self.help("create", "--help")))
+        self.assertIn("--progress", options)
+        for option in options - {"--help", "--output"}:
+            with self.subTest(option=option):
+                self.assertIn("*" + option + "*", man_create)
+                self.assertIn(option, completion)
+        for option in ("--progress", "--dockerfile", "--build-arg K[=V]", "-q", "-t"):
+            self.assertIn(option, readme)
+
+    def test_prune_default(self):
+        self.assertIn("(default: 7d)", self.help("prune", "--help"))
+        self.assertIn("more than 7 days ago", self.read("packaging", "man", "snapbuild.1.scd"))
+        self.assertIn("delete jobs finished more than 7 days ago", self.read("README.md"))
+
+    def test_help_for_a_together_sandbox_user(self):
+        text = self.help("help")
+        for words in ("together-sandbox snapshots create", "TOGETHER_LOCAL_BUILD=1",
+                      "TOGETHER_REMOTE_ARCHITECTURE", "snapbuild create --context ./app",
+                      "options\nand their defaults"):
+            self.assertIn(words, text)
+
+
 class FollowAcrossARestart(unittest.TestCase):
     def test_logs_f_and_create_go_on_after_a_restart(self):
         tmp = tempfile.mkdtemp(prefix="sbfollow-")
