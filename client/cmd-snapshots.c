@@ -287,7 +287,12 @@ static void snap_print_time(const char *label, const char *value)
 }
 
 /* A snapshot in sections: identity, storage, retention, lifecycle. */
-static void snap_print_full(json_object *s, const char *alias)
+/*
+ * A snapshot in sections.  aliases: the API's list for it (NULL when it could not be
+ * read: then only the alias it was asked by, if any, with why in aliases_error).
+ */
+static void snap_print_full(json_object *s, const char *alias, json_object *aliases,
+                            const char *aliases_error)
 {
 	json_object *tags = NULL, *mem = NULL;
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
@@ -302,8 +307,23 @@ static void snap_print_full(json_object *s, const char *alias)
 	sanitize_printf(stdout, SANITIZE_FIELD, "Snapshot %s", json_str(s, "id"));
 	printf("\nIdentity\n");
 	snap_print_value("id:", json_str(s, "id"));
-	if (alias != NULL)
-		snap_print_value("alias:", alias);
+	if (aliases != NULL) {
+		size_t n = json_object_array_length(aliases);
+		printf("  %-14s", "aliases:");
+		if (n == 0)
+			printf(" -");
+		for (size_t i = 0; i < n; i++)
+			sanitize_printf(stdout, SANITIZE_FIELD, "%s %s", i ? "," : "",
+			                json_str(json_object_array_get_idx(aliases, i), "alias"));
+		putchar('\n');
+	} else {
+		if (alias != NULL)
+			snap_print_value("alias:", alias);
+		if (aliases_error != NULL)
+			sanitize_printf(stdout, output_text_flags(stdout),
+			                "  %-14s could not be read: %s\n",
+			                "aliases:", aliases_error);
+	}
 	snap_print_value("organization:",
 	                 *json_str(s, "organization_id") ? json_str(s, "organization_id") : "-");
 	snap_print_value("project:", json_str(s, "project_id"));
@@ -581,19 +601,42 @@ static int snap_call(struct cmd_ctx *ctx, const char *method, json_object *param
 	return rc;
 }
 
-static void snap_get_print(json_object *res, const char *ref)
-{
-	snap_print_full(res, ref[0] == '@' ? ref + 1 : NULL);
-}
-
+/* The snapshot, then (for people) its aliases: the API lists them by snapshot id. */
 static int snap_get(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	int rc = snap_operands(snap_sub_find("get"), argc, argv, 1);
+	const char *ref;
+	struct sb_client *c;
+	json_object *s = NULL, *aliases = NULL;
+	struct sb_rpc_error e = {0};
+	char *err = NULL;
 
 	if (rc >= 0)
 		return rc;
-	return snap_call(ctx, "snapshot.get", snap_id_params("id", argv[optind]), snap_get_print,
-	                 argv[optind]);
+	ref = argv[optind];
+	c = cmd_connect(ctx);
+	rc = cmd_call(ctx, c, "snapshot.get", snap_id_params("id", ref), &s);
+	if (rc == CMD_EXIT_OK && ctx->json) {
+		cmd_print_json(s);
+	} else if (rc == CMD_EXIT_OK) {
+		int arc =
+		    sb_client_call(c, "snapshot.aliases", snap_id_params("id", json_str(s, "id")),
+		                   -1, NULL, NULL, &aliases, &e, &err);
+		if (arc == SB_CALL_OK && !json_object_is_type(aliases, json_type_array)) {
+			json_object_put(aliases);
+			aliases = NULL;
+		}
+		snap_print_full(s, ref[0] == '@' ? ref + 1 : NULL, aliases,
+		                arc == SB_CALL_OK          ? NULL
+		                : arc == SB_CALL_RPC_ERROR ? e.message
+		                                           : err);
+	}
+	sb_rpc_error_clear(&e);
+	free(err);
+	json_object_put(aliases);
+	json_object_put(s);
+	sb_client_close(c);
+	return rc;
 }
 
 static void snap_alias_print(json_object *res, const char *arg)
@@ -685,7 +728,9 @@ static const struct snap_sub snap_subs[] = {
      "      asks for one page (or --ci); in a pipe one page (N default 20, 1 to 100)",
      snap_list},
     {"get", "[-o table|json] ID|@ALIAS",
-     "show a snapshot: identity, storage, retention and lifecycle", snap_get},
+     "show a snapshot: identity (with every alias pointing at it), storage, retention\n"
+     "      and lifecycle",
+     snap_get},
     {"alias", "[-o table|json] ID|@ALIAS ALIAS",
      "point ALIAS (tag or namespace@tag) at a snapshot, moving it if it exists", snap_alias},
     {"unalias", "[-o table|json] ALIAS", "remove an alias", snap_unalias},

@@ -30,8 +30,7 @@
 #include "protocol.h"
 #include "util.h"
 
-
-enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
+enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIASES, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
 
 /* Where a chain of API requests stands. */
 enum snap_step {
@@ -222,6 +221,11 @@ static void snap_done_cb(void *arg, const struct api_error *err, long status, js
 		}
 		if (r->kind == SNAP_GET && !snap_check_snapshot(r, body))
 			return;
+		if (r->kind == SNAP_ALIASES && !json_object_is_type(body, json_type_array)) {
+			snap_reply_error(r, SB_ERR_UPSTREAM,
+			                 "the API answered without a list of aliases", NULL);
+			return;
+		}
 		snap_reply(r, json_object_get(body));
 		return;
 	case SNAP_STEP_TARGET:
@@ -392,11 +396,33 @@ static void snapshot_get(struct rpc_call *call, json_object *params)
 	const char *ref;
 	struct snap_req *r;
 
-	if (!snap_get_ref(call, params, "id", &ref) ||
-	    !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
 	r->path = snap_ref_path(ref);
+	r->step = SNAP_STEP_FETCH;
+	snap_req_next(r);
+}
+
+/* A snapshot's aliases, by its id (the API lists them only by id). */
+static void snapshot_aliases(struct rpc_call *call, json_object *params)
+{
+	const char *id;
+	struct snap_req *r;
+	char *esc;
+
+	if (!params_required_string(call, params, "id", &id))
+		return;
+	if (!uuid_valid(id)) {
+		params_invalid(call, "'id' must be a snapshot id (a UUID), not '%.80s'", id);
+		return;
+	}
+	if (!methods_have_key(call))
+		return;
+	r = snap_req_new(call, SNAP_ALIASES);
+	esc = api_escape(id);
+	r->path = xasprintf("/v1/snapshots/%s/aliases", esc);
+	free(esc);
 	r->step = SNAP_STEP_FETCH;
 	snap_req_next(r);
 }
@@ -420,8 +446,8 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 	const char *ref, *alias;
 	struct snap_req *r;
 
-	if (!snap_get_ref(call, params, "id", &ref) ||
-	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) || !snap_get_alias(call, params, &alias) ||
+	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
 	r->alias = xstrdup(alias);
@@ -433,8 +459,7 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 	const char *alias;
 	struct snap_req *r;
 
-	if (!snap_get_alias(call, params, &alias) ||
-	    !methods_have_key(call))
+	if (!snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
 	r->alias = xstrdup(alias);
@@ -447,8 +472,7 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 {
 	const char *ref;
 
-	if (!snap_get_ref(call, params, "id", &ref) ||
-	    !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) || !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
 }
@@ -456,6 +480,7 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 const struct rpc_method methods_snapshot[] = {
     {"snapshot.list", snapshot_list, RPC_PARAMS("limit", "cursor", "tags", "exclude_retired")},
     {"snapshot.get", snapshot_get, RPC_PARAMS("id")},
+    {"snapshot.aliases", snapshot_aliases, RPC_PARAMS("id")},
     {"snapshot.alias", snapshot_alias, RPC_PARAMS("id", "alias")},
     {"snapshot.unalias", snapshot_unalias, RPC_PARAMS("alias")},
     {"snapshot.retire", snapshot_retire, RPC_PARAMS("id")},

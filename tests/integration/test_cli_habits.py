@@ -425,6 +425,22 @@ class Snapshots(WithSim):
         self.assertNotIn("PAGED:", out)
         self.assertIn("ID ", out)
 
+    def test_get_shows_every_alias(self):
+        ctx = self.tree({"Dockerfile": b"FROM a\n"})
+        job = wait_job(self.d, submit_ok(self.d, ctx, alias="web@prod")["id"])
+        self.assertEqual(self.cli("snapshots", "alias", job["snapshot_id"], "web@v7").returncode,
+                         0)
+        for ref in (job["snapshot_id"], "@web@v7"):
+            r = self.cli("snapshots", "get", ref)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            line = re.search(r"(?m)^  aliases:\s+(.*)$", r.stdout).group(1)
+            self.assertEqual(sorted(line.split(", ")), ["web@prod", "web@v7"])
+        aliases = self.d.call("snapshot.aliases", {"id": job["snapshot_id"]})
+        self.assertEqual(sorted(a["alias"] for a in aliases), ["web@prod", "web@v7"])
+        with self.d.conn() as c:
+            err = c.call("snapshot.aliases", {"id": "@web@v7"})["error"]
+        self.assertEqual(err["code"], -32602)
+
     def test_cache_key_needs_a_context(self):
         before = len(self.sim.builds())
         r = self.cli("create", "--image", "python:3.12", "--cache-key", "k")
