@@ -27,6 +27,14 @@ const struct cmd_entry cmd_context_entry = {
     .usage = "[--dockerfile FILE] [--files] [--save FILE] [-o table|json] DIR",
     .summary = "show what a build of DIR would send (.dockerignore applied)",
     .exec = cmd_context_exec,
+    .help = "Options:\n"
+            "  -f, --dockerfile FILE  the Dockerfile, read as create reads it: from the\n"
+            "                         current directory (default: Dockerfile in DIR)\n"
+            "      --files            list every file that would be sent\n"
+            "  -s, --save FILE        write the exact archive create would send\n"
+            "  -o, --output table|json  json: counts, largest files, exclusions, warnings\n"
+            "\n"
+            "Packed here, with your rights: no daemon is needed or asked.\n",
 };
 
 static void print_file(json_object *f)

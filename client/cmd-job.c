@@ -202,6 +202,9 @@ const struct cmd_entry cmd_wait_entry = {
     .usage = "[-o table|json] JOB",
     .summary = "wait for a job to finish (exit 0 only if it succeeded)",
     .exec = cmd_wait_exec,
+    .help = "Prints the job's id, final state and snapshot (or error).  JOB is a job id or\n"
+            "a unique prefix of at least 4 characters.\n"
+            "  -o, --output table|json  json: the final job as the daemon sends it\n",
 };
 
 static int cmd_wait_exec(struct cmd_ctx *ctx)
@@ -242,6 +245,8 @@ const struct cmd_entry cmd_cancel_entry = {
     .usage = "[-o table|json] JOB...",
     .summary = "cancel jobs (a running remote build is deleted on the builder)",
     .exec = cmd_cancel_exec,
+    .help = "JOB is a job id or a unique prefix of at least 4 characters.\n"
+            "  -o, --output table|json  json: each job as the daemon sends it\n",
 };
 
 static int cmd_cancel_exec(struct cmd_ctx *ctx)
@@ -279,6 +284,8 @@ const struct cmd_entry cmd_retry_entry = {
     .usage = "[-o table|json] JOB",
     .summary = "run a finished job again from its packed context (prints the new job id)",
     .exec = cmd_retry_exec,
+    .help = "JOB is a job id or a unique prefix of at least 4 characters.\n"
+            "  -o, --output table|json  json: the new job as the daemon sends it\n",
 };
 
 static int cmd_retry_exec(struct cmd_ctx *ctx)
