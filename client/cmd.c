@@ -125,6 +125,12 @@ static void cmd_print_rpc_error(struct cmd_ctx *ctx, const struct sb_rpc_error *
 	}
 }
 
+/* Parameters the daemon refused are the command line's fault: a usage error, as ours. */
+static int cmd_rpc_exit(const struct sb_rpc_error *e)
+{
+	return e->code == JSONRPC_INVALID_PARAMS ? CMD_EXIT_USAGE : CMD_EXIT_FAILURE;
+}
+
 int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method,
                     json_object *params, int pass_fd, sb_notify_cb on_notify, void *arg,
                     json_object **result)
@@ -139,8 +145,9 @@ int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method
 		return CMD_EXIT_OK;
 	case SB_CALL_RPC_ERROR:
 		cmd_print_rpc_error(ctx, &e);
+		rc = cmd_rpc_exit(&e);
 		sb_rpc_error_clear(&e);
-		return CMD_EXIT_FAILURE;
+		return rc;
 	case SB_CALL_INTERRUPTED:
 		fprintf(stderr, "snapbuild: interrupted\n");
 		return CMD_EXIT_INTERRUPTED;
@@ -311,8 +318,9 @@ int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_
 		}
 		if (rc == SB_CALL_RPC_ERROR) {
 			cmd_print_rpc_error(ctx, &e);
+			rc = cmd_rpc_exit(&e);
 			sb_rpc_error_clear(&e);
-			return CMD_EXIT_FAILURE;
+			return rc;
 		}
 		if (rc == SB_CALL_INTERRUPTED) {
 			free(err);

@@ -3,8 +3,8 @@
  * each exporting a constant `struct cmd_entry`, gathered into one table in cmd.c.
  * Adding a command is one new file plus one line in that table.
  *
- * Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable
- * (130 when interrupted by Ctrl+C).
+ * Exit codes: 0 ok, 1 failure, 2 usage error (ours, or a parameter the daemon refused),
+ * 3 daemon not reachable (130 when interrupted by Ctrl+C).
  */
 #ifndef SNAPBUILD_CMD_H
 #define SNAPBUILD_CMD_H
@@ -63,7 +63,8 @@ struct sb_client *cmd_connect(struct cmd_ctx *ctx);
 /*
  * Calls method (params owned, may be NULL).  On an RPC error prints the message and
  * the hint from the error's data; returns the exit code: 0 ok (*result set, owned),
- * 1 error, 3 connection lost, 130 interrupted.
+ * 1 error, 2 when the daemon refused a parameter (-32602: a usage error), 3 connection
+ * lost, 130 interrupted.
  */
 int cmd_call(struct cmd_ctx *ctx, struct sb_client *c, const char *method, json_object *params,
              json_object **result);

@@ -392,6 +392,16 @@ class OptionErrors(unittest.TestCase):
         self.check(["create", "--image", "py:3", "--cache-key", "k"],
                    "--cache-key needs a context")
 
+    def test_a_parameter_the_daemon_refuses_is_a_usage_error_too(self):
+        with Sim() as sim, sim.daemon() as d:
+            ctx = os.path.join(d.tmp, "ctx")
+            write_tree(ctx, {"Dockerfile": b"FROM a\n"})
+            r = d.cli("create", "--context", ctx, "--alias", "two words")
+            self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+            self.assertIn("'alias'", r.stderr)
+            r = d.cli("jobs", "--state", "bogus")
+            self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+
     def test_t_is_not_the_ttl(self):
         r = self.cli("create", "--help")
         self.assertIn("-a, -t, --alias ALIAS", r.stdout)

@@ -420,7 +420,7 @@ class TerminalTest(unittest.TestCase):
         self.run_modes(["snapshots", "get", "@evil"], check_service_error)
 
         def check_params_error(rc, out, err, color, _, what):
-            self.assertEqual(rc, 1, what)
+            self.assertEqual(rc, 2, what)  # a parameter the daemon refused: usage error
             self.assertIn(b"bad\\x1b]0;x\\x07alias", out + err, what)
         self.run_modes(["create", "--context", self.ctx, "--alias", "bad\x1b]0;x\x07alias"],
                        check_params_error)
