@@ -216,8 +216,10 @@ static int cmd_wait_exec(struct cmd_ctx *ctx)
 		return cmd_usage_error(&cmd_wait_entry, "give exactly one job id");
 	struct sb_client *c = cmd_connect(ctx);
 	json_object *res = NULL, *job = NULL;
-	rc = cmd_call(ctx, c, "build.wait", id_params(ctx->argv[optind]), &res);
-	sb_client_close(c);
+	/* A daemon restart does not end the job: nor does it end the wait. */
+	rc = cmd_call_again(ctx, &c, "build.wait", id_params(ctx->argv[optind]), &res);
+	if (c != NULL)
+		sb_client_close(c);
 	if (rc != 0)
 		return rc;
 	json_object_object_get_ex(res, "job", &job);

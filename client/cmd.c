@@ -266,9 +266,7 @@ static void cmd_follow_cb(void *arg, const char *method, json_object *params)
 	f->on_event(f->arg, method, params);
 }
 
-/* Connects again within CMD_RECONNECT_SECONDS (a daemon restart); NULL if it cannot. */
-#define CMD_RECONNECT_SECONDS 60
-static struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
+struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
 {
 	double deadline = now_seconds() + CMD_RECONNECT_SECONDS;
 	int delay_ms = 50;
@@ -288,6 +286,52 @@ static struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
 		delay_ms = delay_ms < 500 ? delay_ms * 2 : 1000;
 	}
 	return NULL;
+}
+
+int cmd_call_again(struct cmd_ctx *ctx, struct sb_client **c, const char *method,
+                   json_object *params, json_object **result)
+{
+	bool told = false;
+	int rc;
+
+	for (;;) {
+		struct sb_rpc_error e = {0};
+		char *err = NULL;
+
+		rc = sb_client_call(*c, method, json_object_get(params), -1, NULL, NULL, result, &e,
+		                    &err);
+		if (rc == SB_CALL_OK) {
+			rc = CMD_EXIT_OK;
+			break;
+		}
+		if (rc == SB_CALL_RPC_ERROR) {
+			cmd_print_rpc_error(ctx, &e);
+			rc = cmd_rpc_exit(&e);
+			sb_rpc_error_clear(&e);
+			break;
+		}
+		if (rc == SB_CALL_INTERRUPTED) {
+			fprintf(stderr, "snapbuild: interrupted\n");
+			rc = CMD_EXIT_INTERRUPTED;
+			break;
+		}
+		sb_client_close(*c);
+		if (!told)
+			fprintf(stderr,
+			        "snapbuild: lost the daemon at %s (%s); waiting for it to come "
+			        "back...\n",
+			        ctx->socket_path, err);
+		told = true;
+		free(err);
+		if ((*c = cmd_reconnect(ctx)) == NULL) {
+			fprintf(stderr, "snapbuild: the daemon did not come back within %d s\n",
+			        CMD_RECONNECT_SECONDS);
+			rc = cmd_interrupted ? CMD_EXIT_INTERRUPTED : CMD_EXIT_UNREACHABLE;
+			break;
+		}
+	}
+	json_object_put(params);
+	return rc;
 }
 
 int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_t after_seq,

@@ -105,6 +105,19 @@ int cmd_option_error(const char *name, int opt, int argc, char **argv, const str
 /* The first CMD_SHORT_ID characters of id, or all of it with no_trunc (malloc'd). */
 char *cmd_short_id(const char *id, bool no_trunc);
 /*
+ * Connects again within CMD_RECONNECT_SECONDS, for a caller whose daemon went away (a
+ * restart, an upgrade); NULL when it did not come back or Ctrl+C was pressed.
+ */
+#define CMD_RECONNECT_SECONDS 60
+struct sb_client *cmd_reconnect(struct cmd_ctx *ctx);
+/*
+ * cmd_call for a call that may be made again (build.wait, a read): when the daemon
+ * goes away it connects again (cmd_reconnect, replacing *c, NULL after a failure) and
+ * repeats the call.
+ */
+int cmd_call_again(struct cmd_ctx *ctx, struct sb_client **c, const char *method,
+                   json_object *params, json_object **result);
+/*
  * Follows job id's events from after_seq (build.logs with follow) through on_event,
  * connecting again by itself when the daemon goes away (a restart) and continuing
  * after the last seq it passed on, so nothing is shown twice or lost.  Returns as

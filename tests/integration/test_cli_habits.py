@@ -563,7 +563,7 @@ class DocsAgree(unittest.TestCase):
 
 
 class FollowAcrossARestart(unittest.TestCase):
-    def test_logs_f_and_create_go_on_after_a_restart(self):
+    def test_logs_f_create_and_wait_go_on_after_a_restart(self):
         tmp = tempfile.mkdtemp(prefix="sbfollow-")
         self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
         ctx = os.path.join(tmp, "ctx")
@@ -581,11 +581,20 @@ class FollowAcrossARestart(unittest.TestCase):
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             create = subprocess.Popen([CLI, "create", "--context", ctx, "--ci"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            waiter = subprocess.Popen([CLI, "wait", job["id"]], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
             def held():
                 bs = sim.builds()
                 return len(bs) == 2 and all(b["held"] for b in bs) and bs
             builds = wait_for(held, 60, "both builds to be held at their end")
+
+            def connected():
+                # The daemon's side of each client's connection carries the socket's
+                # path: the listener and the three followers.
+                with open("/proc/net/unix") as f:
+                    return sum(line.rstrip().endswith(" " + d.socket) for line in f) >= 4
+            wait_for(connected, 60, "logs -f, create and wait to be connected")
             d.stop()
             d = sim.daemon(**where)
             try:
@@ -593,6 +602,7 @@ class FollowAcrossARestart(unittest.TestCase):
                     sim.release(b["id"])
                 out, err = logs.communicate(timeout=120)
                 cout, cerr = create.communicate(timeout=120)
+                wout, werr = waiter.communicate(timeout=120)
             finally:
                 d.stop()
         self.assertEqual(logs.returncode, 0, err)
@@ -605,6 +615,9 @@ class FollowAcrossARestart(unittest.TestCase):
         self.assertIn(b"reconnected", cerr)
         self.assertRegex(cout.decode(), r"^[0-9a-f-]{36}\n$")
         self.assertEqual(cerr.count(b"==> succeeded"), 1, cerr)
+        self.assertEqual(waiter.returncode, 0, werr)
+        self.assertIn(b"lost the daemon", werr)
+        self.assertRegex(wout.decode(), r"^%s succeeded [0-9a-f-]{36}\n$" % job["id"])
 
 
 if __name__ == "__main__":
