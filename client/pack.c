@@ -1025,8 +1025,8 @@ static int pack_extra(struct pack_ctx *c)
 		return pack_fail(c, "cannot read the Dockerfile: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode))
 		return pack_fail(c, "the Dockerfile is not a regular file");
-	rc = pack_header(c, &st, (uint64_t)st.st_size, NULL);
-	if (rc == 0)
+	rc = c->ar != NULL ? pack_header(c, &st, (uint64_t)st.st_size, NULL) : 0;
+	if (rc == 0 && c->ar != NULL)
 		rc = pack_copy(c, c->o->extra_fd, (uint64_t)st.st_size);
 	if (rc == 0)
 		pack_account(c, (uint64_t)st.st_size, st.st_mode & 07777, 'f');
@@ -1124,8 +1124,8 @@ void pack_run(const struct pack_options *o, struct pack_result *r)
 		pack_archive(&c, o->out_fd);
 	else if (o->out_dir != NULL)
 		pack_spool(&c);
-	else
-		pack_walk_root(&c);
+	else if (pack_walk_root(&c) == 0 && o->extra_name != NULL)
+		pack_extra(&c);
 	if (r->status == PACK_OK)
 		pack_progress(&c, true);
 out:

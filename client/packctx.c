@@ -339,5 +339,7 @@ json_object *packctx_json(const struct packctx *p, bool list_files)
 	}
 	if (r->sha256[0])
 		json_object_object_add(res, "archive", packctx_archive_param(p));
+	if (p->dockerfile != NULL)
+		json_object_object_add(res, "dockerfile", json_object_new_string(p->dockerfile));
 	return res;
 }

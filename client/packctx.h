@@ -50,8 +50,8 @@ void packctx_clear(struct packctx *p);
 
 /*
  * What was packed, as `snapbuild context -o json` prints it: file_count, total_bytes,
- * largest, excluded, warnings, files (with list_files) and archive {sha256, bytes}
- * (when one was written).
+ * largest, excluded, warnings, files (with list_files), archive {sha256, bytes}
+ * (when one was written) and dockerfile (build.submit's, when one was given).
  */
 json_object *packctx_json(const struct packctx *p, bool list_files);
 

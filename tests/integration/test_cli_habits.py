@@ -139,6 +139,12 @@ class Dockerfile(WithSim):
         # The Dockerfile's own ignore file wins over the context's, as in docker.
         self.assertEqual(paths, sorted(["./" + name, "./.dockerignore", "./Dockerfile",
                                         "./keep.txt"]))
+        # `context` shows what create sends, and names the member.
+        r = self.cli("-o", "json", "context", "app", "-f", "docker/Dockerfile.prod", "--files",
+                     cwd=root)
+        shown = json.loads(r.stdout)
+        self.assertEqual(shown["dockerfile"], name)
+        self.assertEqual(sorted(f["path"] for f in shown["files"]), paths)
         # The same Dockerfile, the same name: the archive stays reproducible.
         r2 = self.cli("create", "--context", "app", "-f", "docker/Dockerfile.prod", "-d",
                       cwd=root)
