@@ -266,9 +266,18 @@ static void cmd_follow_cb(void *arg, const char *method, json_object *params)
 	f->on_event(f->arg, method, params);
 }
 
+int cmd_reconnect_seconds(void)
+{
+	const char *v = getenv("SNAPBUILD_RECONNECT_SECONDS");
+	char *end;
+	long n = v && *v ? strtol(v, &end, 10) : -1;
+
+	return n >= 0 && n <= 86400 && *end == '\0' ? (int)n : CMD_RECONNECT_SECONDS;
+}
+
 struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
 {
-	double deadline = now_seconds() + CMD_RECONNECT_SECONDS;
+	double deadline = now_seconds() + cmd_reconnect_seconds();
 	int delay_ms = 50;
 
 	while (!cmd_interrupted) {
@@ -291,7 +300,9 @@ struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
 int cmd_call_again(struct cmd_ctx *ctx, struct sb_client **c, const char *method,
                    json_object *params, json_object **result)
 {
-	bool told = false;
+	/* Losses close together share one cmd_reconnect_seconds(); one after a call that
+	 * ran a while (a long wait, then another restart) starts afresh. */
+	double lost_since = 0, since = now_seconds();
 	int rc;
 
 	for (;;) {
@@ -316,16 +327,21 @@ int cmd_call_again(struct cmd_ctx *ctx, struct sb_client **c, const char *method
 			break;
 		}
 		sb_client_close(*c);
-		if (!told)
-			fprintf(stderr,
-			        "snapbuild: lost the daemon at %s (%s); waiting for it to come "
-			        "back...\n",
-			        ctx->socket_path, err);
-		told = true;
+		*c = NULL;
+		fprintf(stderr,
+		        "snapbuild: lost the daemon at %s (%s); waiting for it to come back...\n",
+		        ctx->socket_path, err);
 		free(err);
-		if ((*c = cmd_reconnect(ctx)) == NULL) {
+		if (lost_since == 0 || now_seconds() - since > cmd_reconnect_seconds())
+			lost_since = now_seconds();
+		if (now_seconds() - lost_since <= cmd_reconnect_seconds())
+			*c = cmd_reconnect(ctx);
+		if (*c != NULL)
+			fprintf(stderr, "snapbuild: reconnected to the daemon\n");
+		since = now_seconds();
+		if (*c == NULL) {
 			fprintf(stderr, "snapbuild: the daemon did not come back within %d s\n",
-			        CMD_RECONNECT_SECONDS);
+			        cmd_reconnect_seconds());
 			rc = cmd_interrupted ? CMD_EXIT_INTERRUPTED : CMD_EXIT_UNREACHABLE;
 			break;
 		}
@@ -338,7 +354,8 @@ int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_
                sb_notify_cb on_event, void *arg, json_object **job)
 {
 	struct cmd_follow_state f = {on_event, arg, after_seq};
-	bool told = false;
+	double lost_since = 0;
+	int64_t seq_at_loss = -1;
 
 	*job = NULL;
 	for (;;) {
@@ -356,8 +373,6 @@ int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_
 			if (json_object_object_get_ex(res, "job", &final))
 				*job = json_object_get(final);
 			json_object_put(res);
-			if (told)
-				fprintf(stderr, "snapbuild: reconnected to the daemon\n");
 			return CMD_EXIT_OK;
 		}
 		if (rc == SB_CALL_RPC_ERROR) {
@@ -370,17 +385,24 @@ int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_
 			free(err);
 			return CMD_EXIT_INTERRUPTED;
 		}
-		/* The daemon went away (a restart, an upgrade): the job goes on without it. */
+		/* The daemon went away (a restart, an upgrade): the job goes on without it.  A
+		 * daemon that takes us back but drops us again before anything new arrives
+		 * gets the same cmd_reconnect_seconds() in all, not a fresh wait each time. */
 		sb_client_close(*c);
 		*c = NULL;
-		if (!told)
-			fprintf(stderr,
-			        "snapbuild: lost the daemon at %s (%s); reconnecting to go on "
-			        "after event %lld...\n",
-			        ctx->socket_path, err, (long long)f.last_seq);
-		told = true;
+		fprintf(stderr,
+		        "snapbuild: lost the daemon at %s (%s); reconnecting to go on after event "
+		        "%lld...\n",
+		        ctx->socket_path, err, (long long)f.last_seq);
 		free(err);
-		*c = cmd_reconnect(ctx);
+		if (f.last_seq != seq_at_loss) {
+			lost_since = now_seconds();
+			seq_at_loss = f.last_seq;
+		}
+		if (now_seconds() - lost_since <= cmd_reconnect_seconds())
+			*c = cmd_reconnect(ctx);
+		if (*c != NULL)
+			fprintf(stderr, "snapbuild: reconnected to the daemon\n");
 		if (*c == NULL) {
 			if (cmd_interrupted)
 				return CMD_EXIT_INTERRUPTED;
@@ -389,7 +411,7 @@ int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_
 			                "job goes on: snapbuild logs -f %s\n"
 			                "  hint: see `systemctl status snapbuildd` (or --user), or "
 			                "start it with `snapbuildd`\n",
-			                CMD_RECONNECT_SECONDS, id);
+			                cmd_reconnect_seconds(), id);
 			return CMD_EXIT_UNREACHABLE;
 		}
 	}

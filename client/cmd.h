@@ -105,10 +105,13 @@ int cmd_option_error(const char *name, int opt, int argc, char **argv, const str
 /* The first CMD_SHORT_ID characters of id, or all of it with no_trunc (malloc'd). */
 char *cmd_short_id(const char *id, bool no_trunc);
 /*
- * Connects again within CMD_RECONNECT_SECONDS, for a caller whose daemon went away (a
- * restart, an upgrade); NULL when it did not come back or Ctrl+C was pressed.
+ * How long a follower waits for a daemon that went away (a restart, an upgrade) to
+ * come back: $SNAPBUILD_RECONNECT_SECONDS, default 60 (0: not at all).
  */
 #define CMD_RECONNECT_SECONDS 60
+int cmd_reconnect_seconds(void);
+/* Connects again within cmd_reconnect_seconds(); NULL when the daemon did not come back
+ * or Ctrl+C was pressed. */
 struct sb_client *cmd_reconnect(struct cmd_ctx *ctx);
 /*
  * cmd_call for a call that may be made again (build.wait, a read): when the daemon

@@ -625,6 +625,31 @@ class FollowAcrossARestart(unittest.TestCase):
         self.assertIn(b"lost the daemon", werr)
         self.assertRegex(wout.decode(), r"^%s succeeded [0-9a-f-]{36}\n$" % job["id"])
 
+    def test_a_daemon_that_does_not_come_back(self):
+        tmp = tempfile.mkdtemp(prefix="sbgone-")
+        self.addCleanup(subprocess.run, ["rm", "-rf", tmp])
+        ctx = os.path.join(tmp, "ctx")
+        write_tree(ctx, {"Dockerfile": b"FROM a\n"})
+        with Sim() as sim:
+            sim.faults(hold="end")
+            d = sim.daemon()
+            job = submit_ok(d, ctx)
+            env = clean_env(SNAPBUILD_SOCKET=d.socket, SNAPBUILD_RECONNECT_SECONDS="1")
+            logs = subprocess.Popen([CLI, "logs", "-f", job["id"]], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            wait_for(lambda: any(b["held"] for b in sim.builds()), 60, "the build to be held")
+
+            def connected():
+                with open("/proc/net/unix") as f:
+                    return sum(line.rstrip().endswith(" " + d.socket) for line in f) >= 2
+            wait_for(connected, 60, "logs -f to be connected")
+            d.stop()
+            out, err = logs.communicate(timeout=120)
+        self.assertEqual(logs.returncode, 3, err)
+        self.assertIn(b"did not come back within 1 s", err)
+        self.assertIn(b"snapbuild logs -f " + job["id"].encode(), err)
+        self.assertIn(b"hint: ", err)
+
 
 if __name__ == "__main__":
     unittest.main()
