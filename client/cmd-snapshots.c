@@ -721,8 +721,8 @@ static const struct snap_sub snap_subs[] = {
     {"create", "[OPTIONS]   (the same as `snapbuild create`: see `snapbuild create --help`)",
      "build a context (or an image) into a snapshot", snap_create},
     {"list",
-     "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--page-size N] [--ci]\n"
-     "               [-o table|json]",
+     "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--page-size N] [--ci] "
+     "[-o table|json]",
      "list snapshots, newest first: on a terminal every page through $PAGER (fetched\n"
      "      --page-size at a time, default the API's 20), unless --limit N or --cursor C\n"
      "      asks for one page (or --ci); in a pipe one page (N default 20, 1 to 100)",
