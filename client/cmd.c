@@ -61,8 +61,9 @@ static void cmd_check_protocol(struct cmd_ctx *ctx, struct sb_client *c)
 		free(err);
 		return;
 	}
-	int64_t proto =
-	    json_object_object_get_ex(r, "protocol_version", &v) ? json_object_get_int64(v) : 0;
+	int64_t proto = json_object_object_get_ex(r, "protocol_version", &v)
+	                    ? json_object_get_int64(v)
+	                    : 0;
 	json_object_put(r);
 	if (proto == SNAPBUILD_PROTOCOL_VERSION)
 		return;

@@ -32,8 +32,8 @@ struct packctx_options {
 	   path found only inside dir is taken from there, as before. */
 	const char *dockerfile;
 	bool list_files;
-	bool inspect_only; /* no archive at all */
-	int out_fd;        /* >= 0: write the archive there; -1: an unlinked temporary file */
+	bool inspect_only;  /* no archive at all */
+	int out_fd;         /* >= 0: write the archive there; -1: an unlinked temporary file */
 	volatile int *cancel;
 	void (*on_progress)(void *arg, uint64_t files, uint64_t bytes);
 	void *arg;

@@ -220,11 +220,9 @@ static void remote_delete_done_cb(void *arg, const struct api_error *err)
 		return;
 	}
 	if (err)
-		job_warn(j, "build",
-		         "the builder never confirmed the cancel; the build may run on");
+		job_warn(j, "build", "the builder never confirmed the cancel; the build may run on");
 	else
-		job_log(j, "build", "the builder confirmed the cancel of build %s",
-		        j->rec->build_id);
+		job_log(j, "build", "the builder confirmed the cancel of build %s", j->rec->build_id);
 	job_finish(j, JOB_CANCELLED, NULL, NULL);
 }
 

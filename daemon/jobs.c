@@ -197,9 +197,8 @@ static void recover(struct jobs *js, struct store_job *rec)
 	}
 	bool registration = s == JOB_REGISTERING || s == JOB_ALIASING ||
 	                    (s == JOB_CANCELLING && rec->image_ref != NULL);
-	bool needs_spool =
-	    !registration && s != JOB_CANCELLING &&
-	    !(s == JOB_BUILDING && j->backend == &job_backend_remote && rec->build_id);
+	bool needs_spool = !registration && s != JOB_CANCELLING &&
+	                   !(s == JOB_BUILDING && j->backend == &job_backend_remote && rec->build_id);
 	if (needs_spool && !spool_exists(js, rec->spool_digest)) {
 		job_fail(j, "the packed context can no longer be read from the spool",
 		         "submit the job again from its context");
@@ -428,10 +427,8 @@ static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
 	struct job *j = copy ? job_find(js, id) : NULL;
 	if (j != NULL) {
 		json_object *data = json_object_new_object();
-		json_object_object_add(data, "files",
-		                       json_object_new_int64((int64_t)res->file_count));
-		json_object_object_add(data, "bytes",
-		                       json_object_new_int64((int64_t)res->total_bytes));
+		json_object_object_add(data, "files", json_object_new_int64((int64_t)res->file_count));
+		json_object_object_add(data, "bytes", json_object_new_int64((int64_t)res->total_bytes));
 		json_object_object_add(data, "archive_bytes",
 		                       json_object_new_int64((int64_t)res->archive_bytes));
 		json_object_object_add(data, "sha256", json_object_new_string(res->sha256));
@@ -549,8 +546,8 @@ struct jobs_intake *jobs_submit(struct jobs *js, const struct job_request *req, 
 	in->arg = arg;
 	TAILQ_INSERT_TAIL(&js->intakes, in, entry);
 	if (worker_run(js->d->base, jobs_intake_work, jobs_intake_done_cb, in) == NULL) {
-		char *msg =
-		    xasprintf("cannot start a thread to take the context in: %s", strerror(errno));
+		char *msg = xasprintf("cannot start a thread to take the context in: %s",
+		                      strerror(errno));
 		TAILQ_REMOVE(&js->intakes, in, entry);
 		cb(arg, NULL, JOBS_SUBMIT_ERROR, msg,
 		   "the daemon is short of threads or descriptors; try again, or raise its limits");
@@ -662,8 +659,8 @@ void jobs_unwatch(struct job_watch *w)
 		job_watch_remove(w);
 }
 
-int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out, size_t *n,
-              char **err)
+int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out,
+              size_t *n, char **err)
 {
 	return store_job_list(js->d->store, f, out, n, err);
 }

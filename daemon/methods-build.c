@@ -263,11 +263,10 @@ static bool archive_fd_ok(struct rpc_call *call, int fd)
 		return false;
 	}
 	if ((fl & O_PATH) == O_PATH || S_ISDIR(st.st_mode)) {
-		rpc_reply_error_hint(
-		    call, SB_ERR_CONTEXT,
-		    "the daemon does not read context directories: pass the packed "
-		    "context (a .tar.gz) as a regular file",
-		    too_old);
+		rpc_reply_error_hint(call, SB_ERR_CONTEXT,
+		                     "the daemon does not read context directories: pass the packed "
+		                     "context (a .tar.gz) as a regular file",
+		                     too_old);
 		return false;
 	}
 	if (!S_ISREG(st.st_mode) || (fl & O_ACCMODE) == O_WRONLY) {
@@ -396,8 +395,7 @@ static void submit_go(struct submit *s)
 	struct job_request req = s->req;
 	s->req.archive_fd = -1; /* the engine owns it now, whatever happens */
 	/* NULL: submit_done_cb has run and s is gone already. */
-	struct jobs_intake *in =
-	    jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
+	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
 	if (in != NULL)
 		s->intake = in;
 }
@@ -477,8 +475,7 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			    call, SB_ERR_CONTEXT,
 			    "the daemon does not read context paths: pass the packed context (a "
 			    ".tar.gz) as a file descriptor with SCM_RIGHTS",
-			    "this client is too old: update snapbuild (or libsnapbuild), which "
-			    "packs "
+			    "this client is too old: update snapbuild (or libsnapbuild), which packs "
 			    "the context itself (proto/PROTOCOL.md, build.submit)");
 		else
 			params_invalid(call, "a context archive (a file descriptor passed with "

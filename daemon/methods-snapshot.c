@@ -30,6 +30,7 @@
 #include "protocol.h"
 #include "util.h"
 
+
 enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIASES, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
 
 /* Where a chain of API requests stands. */
@@ -396,7 +397,8 @@ static void snapshot_get(struct rpc_call *call, json_object *params)
 	const char *ref;
 	struct snap_req *r;
 
-	if (!snap_get_ref(call, params, "id", &ref) || !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) ||
+	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_GET);
 	r->path = snap_ref_path(ref);
@@ -446,8 +448,8 @@ static void snapshot_alias(struct rpc_call *call, json_object *params)
 	const char *ref, *alias;
 	struct snap_req *r;
 
-	if (!snap_get_ref(call, params, "id", &ref) || !snap_get_alias(call, params, &alias) ||
-	    !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) ||
+	    !snap_get_alias(call, params, &alias) || !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_ALIAS);
 	r->alias = xstrdup(alias);
@@ -459,7 +461,8 @@ static void snapshot_unalias(struct rpc_call *call, json_object *params)
 	const char *alias;
 	struct snap_req *r;
 
-	if (!snap_get_alias(call, params, &alias) || !methods_have_key(call))
+	if (!snap_get_alias(call, params, &alias) ||
+	    !methods_have_key(call))
 		return;
 	r = snap_req_new(call, SNAP_UNALIAS);
 	r->alias = xstrdup(alias);
@@ -472,7 +475,8 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 {
 	const char *ref;
 
-	if (!snap_get_ref(call, params, "id", &ref) || !methods_have_key(call))
+	if (!snap_get_ref(call, params, "id", &ref) ||
+	    !methods_have_key(call))
 		return;
 	snap_start_change(snap_req_new(call, SNAP_RETIRE), ref);
 }
