@@ -40,6 +40,7 @@ Latency (issue 4: p99 < 10 ms at 1,000 lines/s), measured two ways:
 Not a test: numbers depend on the machine.  Results go in BENCHMARKS.md.
 """
 import argparse
+import datetime
 import http.server
 import io
 import json
@@ -65,8 +66,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SEQ_RE = re.compile(rb'"seq":(\d+),"time":')
 BUILD_MARK = b'"kind":"log","step":"build"'
 EVENT_START = b'{"jsonrpc":"2.0","method":"build.event"'
-STAMP_RE = re.compile(rb'"time":([0-9.e+]+),"kind":"log","step":"build","text":"stamp (\d+) ([0-9.]+)"')
-BUILD_TIME_RE = re.compile(rb'"time":([0-9.e+]+),"kind":"log","step":"build"')
+# Event times are RFC 3339 strings in UTC (protocol 3): "2026-12-04T20:14:10.123456Z".
+STAMP_RE = re.compile(rb'"time":"([^"]+)","kind":"log","step":"build","text":"stamp (\d+) ([0-9.]+)"')
+BUILD_TIME_RE = re.compile(rb'"time":"([^"]+)","kind":"log","step":"build"')
+
+
+def event_time(text):
+    """Seconds since the epoch of an event's RFC 3339 time (bytes or str)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def percentile(values, p):
@@ -210,10 +219,10 @@ class Follower:
             if self.mode == "stamp":
                 for m in STAMP_RE.finditer(part):
                     self.records.append((int(m.group(2)), float(m.group(3)),
-                                         float(m.group(1)), now))
+                                         event_time(m.group(1)), now))
             elif self.mode == "times":
                 for m in BUILD_TIME_RE.finditer(part):
-                    self.records.append((float(m.group(1)), now))
+                    self.records.append((event_time(m.group(1)), now))
         if part.count(EVENT_START) != part.count(b"\n"):
             for line in part.split(b"\n"):
                 if not line or line.startswith(EVENT_START):
@@ -363,12 +372,9 @@ def make_context(root, dockerfile):
 
 
 def submit(d, ctx):
-    fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with d.conn() as c:
-            return c.result("build.submit", {"context": ctx}, fds=[fd])
-    finally:
-        os.close(fd)
+    """Packed by the client's packer and passed as an archive, as clients do (protocol 2)."""
+    with d.conn() as c:
+        return c.submit_result(ctx)
 
 
 def wait_building(d, job_id, held_check=None):
@@ -489,12 +495,13 @@ def run_throughput(args, nfollowers):
         # The daemon's own receive times of the first and last build line (event `time`).
         with d.conn() as c:
             evs = c.result("build.logs", {"id": job["id"], "after_seq": 0, "limit": 10000})
-            build_times = [e["time"] for e in evs["events"] if e["step"] == "build"]
+            build_times = [event_time(e["time"]) for e in evs["events"] if e["step"] == "build"]
             after = evs["last_seq"]
             while evs["more"]:
                 evs = c.result("build.logs", {"id": job["id"], "after_seq": after,
                                               "limit": 10000})
-                build_times += [e["time"] for e in evs["events"] if e["step"] == "build"]
+                build_times += [event_time(e["time"]) for e in evs["events"]
+                                if e["step"] == "build"]
                 after = evs["last_seq"]
     subprocess.run(["rm", "-rf", tmp])
 

@@ -27,6 +27,14 @@ const struct cmd_entry cmd_context_entry = {
     .usage = "[--dockerfile FILE] [--files] [--save FILE] [-o table|json] DIR",
     .summary = "show what a build of DIR would send (.dockerignore applied)",
     .exec = cmd_context_exec,
+    .help = "Options:\n"
+            "  -f, --dockerfile FILE  the Dockerfile, read as create reads it: from the\n"
+            "                         current directory (default: Dockerfile in DIR)\n"
+            "      --files            list every file that would be sent\n"
+            "  -s, --save FILE        write the exact archive create would send\n"
+            "  -o, --output table|json  json: counts, largest files, exclusions, warnings\n"
+            "\n"
+            "Packed here, with your rights: no daemon is needed or asked.\n",
 };
 
 static void print_file(json_object *f)
@@ -97,7 +105,8 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	int opt, rc = 1, out_fd = -1;
 	char *tmp = NULL, *err = NULL;
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "f:s:o:h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":f:s:o:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			dockerfile = optarg;
@@ -116,7 +125,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			cmd_print_usage(&cmd_context_entry, stdout);
 			return 0;
 		default:
-			return cmd_usage_error(&cmd_context_entry, "unknown option");
+			return cmd_option_error("context", opt, ctx->argc, ctx->argv, opts);
 		}
 	}
 	if (optind != ctx->argc - 1)

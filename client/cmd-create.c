@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -38,11 +39,50 @@ static bool add_pair(json_object *obj, const char *kv)
 	return true;
 }
 
+/* --build-arg K=V, or docker's K alone: the value of K in our environment (unset: none). */
+static bool add_build_arg(json_object *obj, const char *arg)
+{
+	const char *v;
+	if (strchr(arg, '=') != NULL)
+		return add_pair(obj, arg);
+	if (*arg == '\0')
+		return false;
+	if ((v = getenv(arg)) != NULL)
+		json_object_object_add(obj, arg, json_object_new_string(v));
+	return true;
+}
+
+/*
+ * The live view.  When a job fails, the daemon logs its error as a line of its own (no
+ * step) just before the state "failed"; report() shows that error with the job's id, so
+ * the view holds such a line back until it knows whether the failure follows.
+ */
+struct create_view {
+	struct event_printer *printer;
+	json_object *held;
+};
+
+static void view_print(struct create_view *v, json_object *ev)
+{
+	if (v->held != NULL) {
+		bool failed = strcmp(json_str(ev, "kind"), "state") == 0 &&
+		              strcmp(json_str(ev, "text"), "failed") == 0;
+		if (!failed)
+			event_printer_print(v->printer, v->held);
+		json_object_put(v->held);
+		v->held = NULL;
+	}
+	if (strcmp(json_str(ev, "kind"), "log") == 0 && *json_str(ev, "step") == '\0')
+		v->held = json_object_get(ev);
+	else
+		event_printer_print(v->printer, ev);
+}
+
 static void notify_cb(void *arg, const char *method, json_object *params)
 {
-	struct event_printer *p = arg;
-	if (strcmp(method, "build.event") == 0)
-		event_printer_print(p, params);
+	struct create_view *v = arg;
+	if (v->printer != NULL && strcmp(method, "build.event") == 0)
+		view_print(v, params);
 }
 
 /* After Ctrl+C: cancel the job on a fresh connection (the old one is mid-call). */
@@ -56,16 +96,22 @@ static int cancel_job(struct cmd_ctx *ctx, const char *id)
 	json_object_put(res);
 	sb_client_close(c);
 	if (rc == 0)
-		fprintf(stderr, "\ncancelled job %s\n", id);
+		sanitize_printf(stderr, SANITIZE_FIELD, "\ncancelled job %s\n", id);
 	return 130;
 }
 
+enum progress { PROGRESS_AUTO, PROGRESS_TTY, PROGRESS_PLAIN, PROGRESS_QUIET };
+
 /* Prints the outcome; the exit status follows the job's final state.  Ids and the alias
- * are one-line fields, the error and hint messages: all sanitised (sanitize.h). */
-static int report(struct cmd_ctx *ctx, json_object *job, bool live)
+ * are one-line fields, the error and hint messages: all sanitised (sanitize.h).  A
+ * failure names its job and the command to read its log, whatever the mode: the one
+ * place the error is shown. */
+static int report(struct cmd_ctx *ctx, json_object *job, bool live, bool plain)
 {
 	const char *state = json_str(job, "state");
 	unsigned flags = output_text_flags(stderr);
+	char *sid = cmd_short_id(json_str(job, "id"), false);
+	int rc = 1;
 	if (ctx->json) {
 		cmd_print_json(job);
 	} else if (strcmp(state, "succeeded") == 0) {
@@ -83,18 +129,24 @@ static int report(struct cmd_ctx *ctx, json_object *job, bool live)
 			printf("\n");
 		}
 	}
-	if (strcmp(state, "succeeded") == 0)
-		return 0;
-	if (strcmp(state, "failed") == 0) {
-		sanitize_printf(stderr, flags, "✖ Build failed: %s\n", json_str(job, "error"));
-		if (*json_str(job, "hint"))
+	if (strcmp(state, "succeeded") == 0) {
+		rc = 0;
+	} else if (strcmp(state, "failed") == 0) {
+		bool color = !plain && output_color(stderr);
+		fprintf(stderr, "%s✖%s ", color ? "\033[31m" : "", color ? "\033[0m" : "");
+		sanitize_printf(stderr, SANITIZE_FIELD, "Build failed (job %s): ", sid);
+		sanitize_printf(stderr, flags, "%s\n", json_str(job, "error"));
+		/* The daemon's hint may name the log too: the line below says it once. */
+		if (*json_str(job, "hint") && !strstr(json_str(job, "hint"), "snapbuild logs "))
 			sanitize_printf(stderr, flags, "  hint: %s\n", json_str(job, "hint"));
+		sanitize_printf(stderr, SANITIZE_FIELD, "  the build log: snapbuild logs %s", sid);
+		fputc('\n', stderr);
 	} else {
-		sanitize_printf(stderr, SANITIZE_FIELD, "job %s ended %s", json_str(job, "id"),
-		                state);
+		sanitize_printf(stderr, SANITIZE_FIELD, "job %s ended %s", sid, state);
 		fputc('\n', stderr);
 	}
-	return 1;
+	free(sid);
+	return rc;
 }
 
 /* On a terminal: one line redrawn while the context is packed. */
@@ -102,7 +154,8 @@ static void pack_progress_cb(void *arg, uint64_t files, uint64_t bytes)
 {
 	const char *dir = arg;
 	char *b = output_bytes(bytes);
-	fprintf(stderr, "\r\033[Kpacking %s: %llu files, %s", dir, (unsigned long long)files, b);
+	fprintf(stderr, "\r\033[Kpacking %s: %llu file%s, %s", dir, (unsigned long long)files,
+	        files == 1 ? "" : "s", b);
 	fflush(stderr);
 	free(b);
 }
@@ -128,11 +181,13 @@ static int pack_context(const char *dir, const char *dockerfile, bool live, stru
 			free(err);
 			return CMD_EXIT_INTERRUPTED;
 		}
+		bool df = strncmp(err, "Dockerfile", 10) == 0;
 		sanitize_printf(stderr, 0,
-		                "snapbuild: packing the context failed: %s\n"
-		                "  hint: fix the path named (make it readable, or leave it out "
-		                "with .dockerignore) and run again\n",
-		                err);
+		                "snapbuild: packing the context failed: %s\n  hint: %s\n", err,
+		                df ? "--dockerfile (-f) is a path from the current directory, as "
+		                     "in docker build -f; it may lie outside the context"
+		                   : "fix the path named (make it readable, or leave it out "
+		                     "with .dockerignore) and run again");
 		free(err);
 		return CMD_EXIT_FAILURE;
 	}
@@ -142,8 +197,9 @@ static int pack_context(const char *dir, const char *dockerfile, bool live, stru
 	if (live) {
 		char *a = output_bytes(p->result.total_bytes),
 		     *b = output_bytes(p->result.archive_size);
-		fprintf(stderr, "packed %s: %llu files, %s → %s\n", dir,
-		        (unsigned long long)p->result.file_count, a, b);
+		fprintf(stderr, "packed %s: %llu file%s, %s → %s\n", dir,
+		        (unsigned long long)p->result.file_count,
+		        p->result.file_count == 1 ? "" : "s", a, b);
 		free(a);
 		free(b);
 	}
@@ -155,46 +211,100 @@ static int cmd_create_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_create_entry = {
     .name = "create",
     .alias = NULL,
-    .usage = "[--context DIR | --image IMAGE] [--dockerfile FILE]\n"
-             "                        [--alias ALIAS] [--tag K=V]... [--build-arg K=V]...\n"
-             "                        [--ttl SECONDS] [--cache-key KEY] [--local | --remote]\n"
-             "                        [--arch amd64|arm64] [--detach] [--ci] [-o table|json]",
+    .usage = "[--context DIR | --image IMAGE] [-f FILE] [-t ALIAS] [--tag K=V]...\n"
+             "                        [--build-arg K[=V]]... [--ttl SECONDS] [--cache-key KEY]\n"
+             "                        [--local | --remote] [--arch amd64|arm64] [-d] [-q]\n"
+             "                        [--progress auto|tty|plain|quiet] [--ci] [-o table|json]",
     .summary = "build a context (or an image) into a snapshot",
     .exec = cmd_create_exec,
+    .help = "Options:\n"
+            "  -c, --context DIR        the build context, packed here with your rights and\n"
+            "                           .dockerignore applied (default: the current directory)\n"
+            "  -i, --image IMAGE        make the snapshot from an existing image instead\n"
+            "  -f, --dockerfile FILE    the Dockerfile, from the current directory as in\n"
+            "                           docker build -f (default: Dockerfile in the context); one\n"
+            "                           outside the context is sent along, and its\n"
+            "                           FILE.dockerignore applies if there is one (also --file)\n"
+            "  -a, -t, --alias ALIAS    point ALIAS (tag or namespace@tag) at the snapshot\n"
+            "                           (-t as in docker build -t)\n"
+            "      --tag K=V            a tag on the snapshot (repeatable)\n"
+            "      --build-arg K[=V]    a build argument; K alone takes $K from the\n"
+            "                           environment, as docker does (repeatable)\n"
+            "      --ttl SECONDS        retire the snapshot after this long (default: never)\n"
+            "  -k, --cache-key KEY      reuse the builder's cache of earlier builds with KEY\n"
+            "                           (needs a context)\n"
+            "      --local, --remote    build with docker/podman/buildah here, or on Together's\n"
+            "                           builder (default: the daemon's local_build, remote\n"
+            "                           unless set; TOGETHER_LOCAL_BUILD=1 in your\n"
+            "                           environment means --local)\n"
+            "      --arch amd64|arm64   the snapshot's architecture (default: the daemon's;\n"
+            "                           TOGETHER_REMOTE_ARCHITECTURE in your environment sets\n"
+            "                           it as --arch would)\n"
+            "  -d, --detach             print the job id and return; the build goes on\n"
+            "  -q, --quiet              no build output; only the snapshot id on stdout\n"
+            "      --progress MODE      auto (default: tty on a terminal, else plain), tty\n"
+            "                           (steps, progress bar, log), plain (log lines on\n"
+            "                           stderr), quiet (as -q)\n"
+            "      --ci                 plain output even on a terminal\n"
+            "  -o, --output table|json  json: the final job as the daemon sends it\n"
+            "\n"
+            "In a pipe or with --ci the log goes to stderr and only the snapshot id to stdout.\n"
+            "A failed build says which job it was and how to read its log.  If the daemon\n"
+            "restarts meanwhile, create connects again and goes on where it stopped.\n"
+            "Ctrl+C cancels the job (exit 130).\n",
 };
+
+/* TOGETHER_LOCAL_BUILD and TOGETHER_REMOTE_ARCHITECTURE, as the SDKs read them. */
+static bool env_true(const char *name)
+{
+	const char *v = getenv(name);
+	return v != NULL && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 ||
+	                     strcasecmp(v, "yes") == 0 || strcasecmp(v, "on") == 0);
+}
+
+static bool arch_valid(const char *a)
+{
+	return strcmp(a, "amd64") == 0 || strcmp(a, "arm64") == 0;
+}
 
 static int cmd_create_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
 	    {"context", required_argument, NULL, 'c'},
 	    {"dockerfile", required_argument, NULL, 'f'},
+	    {"file", required_argument, NULL, 'f'},
 	    {"image", required_argument, NULL, 'i'},
 	    {"alias", required_argument, NULL, 'a'},
 	    {"cache-key", required_argument, NULL, 'k'},
 	    {"ci", no_argument, NULL, 'C'},
-	    {"ttl", required_argument, NULL, 't'},
-	    {"tag", required_argument, NULL, 'T'},
+	    {"ttl", required_argument, NULL, 'T'},
+	    {"tag", required_argument, NULL, 'G'},
 	    {"build-arg", required_argument, NULL, 'b'},
 	    {"local", no_argument, NULL, 'L'},
 	    {"remote", no_argument, NULL, 'R'},
 	    {"arch", required_argument, NULL, 'A'},
 	    {"detach", no_argument, NULL, 'd'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"progress", required_argument, NULL, 'P'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *context = NULL, *image = NULL, *dockerfile = NULL;
+	const char *context = NULL, *image = NULL, *dockerfile = NULL, *backend = NULL,
+	           *arch = NULL, *cache_key = NULL;
 	bool ci = false, detach = false;
+	enum progress progress = PROGRESS_AUTO;
 	int rc = 2, opt;
 	struct packctx packed = {.fd = -1};
 	json_object *params = json_object_new_object();
 	json_object *tags = json_object_new_object(), *args = json_object_new_object();
 	struct sb_client *c = NULL;
-	struct event_printer *printer = NULL;
-	json_object *job = NULL, *res = NULL;
+	struct create_view view = {0};
+	json_object *job = NULL, *final = NULL;
 
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "c:f:i:a:k:t:o:dh", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":c:f:i:a:t:k:o:dqh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			context = optarg;
@@ -205,19 +315,19 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			break;
 		case 'f':
 			dockerfile = optarg;
-			json_object_object_add(params, "dockerfile",
-			                       json_object_new_string(optarg));
 			break;
 		case 'a':
+		case 't':
 			json_object_object_add(params, "alias", json_object_new_string(optarg));
 			break;
 		case 'k':
+			cache_key = optarg;
 			json_object_object_add(params, "cache_key", json_object_new_string(optarg));
 			break;
 		case 'C':
 			ci = true;
 			break;
-		case 't': {
+		case 'T': {
 			char *end;
 			errno = 0;
 			long long ttl = strtoll(optarg, &end, 10);
@@ -231,7 +341,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			json_object_object_add(params, "ttl", json_object_new_int64(ttl));
 			break;
 		}
-		case 'T':
+		case 'G':
 			if (!add_pair(tags, optarg)) {
 				rc = cmd_usage_error(&cmd_create_entry,
 				                     "--tag takes KEY=VALUE, not '%s'", optarg);
@@ -239,25 +349,47 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			}
 			break;
 		case 'b':
-			if (!add_pair(args, optarg)) {
+			if (!add_build_arg(args, optarg)) {
 				rc = cmd_usage_error(&cmd_create_entry,
-				                     "--build-arg takes KEY=VALUE, not '%s'",
+				                     "--build-arg takes KEY=VALUE or KEY, not '%s'",
 				                     optarg);
 				goto out;
 			}
 			break;
 		case 'L':
 		case 'R':
-			json_object_object_add(
-			    params, "backend",
-			    json_object_new_string(opt == 'L' ? "local" : "remote"));
+			backend = opt == 'L' ? "local" : "remote";
 			break;
 		case 'A':
-			json_object_object_add(params, "architecture",
-			                       json_object_new_string(optarg));
+			if (!arch_valid(optarg)) {
+				rc = cmd_usage_error(&cmd_create_entry,
+				                     "--arch takes amd64 or arm64, not '%s'",
+				                     optarg);
+				goto out;
+			}
+			arch = optarg;
 			break;
 		case 'd':
 			detach = true;
+			break;
+		case 'q':
+			progress = PROGRESS_QUIET;
+			break;
+		case 'P':
+			if (strcmp(optarg, "auto") == 0)
+				progress = PROGRESS_AUTO;
+			else if (strcmp(optarg, "tty") == 0)
+				progress = PROGRESS_TTY;
+			else if (strcmp(optarg, "plain") == 0)
+				progress = PROGRESS_PLAIN;
+			else if (strcmp(optarg, "quiet") == 0)
+				progress = PROGRESS_QUIET;
+			else {
+				rc = cmd_usage_error(
+				    &cmd_create_entry,
+				    "--progress takes auto, tty, plain or quiet, not '%s'", optarg);
+				goto out;
+			}
 			break;
 		case 'o':
 			if ((rc = cmd_set_output(ctx, &cmd_create_entry, optarg)) != CMD_EXIT_OK)
@@ -268,7 +400,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 			rc = 0;
 			goto out;
 		default:
-			rc = cmd_usage_error(&cmd_create_entry, "unknown option");
+			rc = cmd_option_error("create", opt, ctx->argc, ctx->argv, opts);
 			goto out;
 		}
 	}
@@ -281,11 +413,38 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		rc = cmd_usage_error(&cmd_create_entry, "give --context or --image, not both");
 		goto out;
 	}
+	if (image && (dockerfile || cache_key)) {
+		rc = cmd_usage_error(&cmd_create_entry, "%s needs a context, not --image",
+		                     dockerfile ? "--dockerfile" : "--cache-key");
+		goto out;
+	}
+	/* The SDKs' variables, from our own environment: what the flags would say. */
+	if (backend == NULL && !image && env_true("TOGETHER_LOCAL_BUILD"))
+		backend = "local";
+	if (arch == NULL && getenv("TOGETHER_REMOTE_ARCHITECTURE") &&
+	    *getenv("TOGETHER_REMOTE_ARCHITECTURE")) {
+		arch = getenv("TOGETHER_REMOTE_ARCHITECTURE");
+		if (!arch_valid(arch)) {
+			rc = cmd_usage_error(&cmd_create_entry,
+			                     "TOGETHER_REMOTE_ARCHITECTURE must be amd64 or arm64, "
+			                     "not '%s'",
+			                     arch);
+			goto out;
+		}
+	}
+	if (backend)
+		json_object_object_add(params, "backend", json_object_new_string(backend));
+	if (arch)
+		json_object_object_add(params, "architecture", json_object_new_string(arch));
 	if (json_object_object_length(tags))
 		json_object_object_add(params, "tags", json_object_get(tags));
 	if (json_object_object_length(args))
 		json_object_object_add(params, "build_args", json_object_get(args));
-	bool live = !ci && !ctx->json && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO);
+	if (progress == PROGRESS_AUTO)
+		progress = !ci && !ctx->json && isatty(STDERR_FILENO) && isatty(STDOUT_FILENO)
+		               ? PROGRESS_TTY
+		               : PROGRESS_PLAIN;
+	bool live = progress == PROGRESS_TTY;
 	/* Reach the daemon first: no point packing a gigabyte for nobody. */
 	c = cmd_connect(ctx);
 	if (!image) {
@@ -297,6 +456,9 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		json_object_object_add(params, "context",
 		                       json_object_new_string(abs ? abs : context));
 		free(abs);
+		if (packed.dockerfile != NULL)
+			json_object_object_add(params, "dockerfile",
+			                       json_object_new_string(packed.dockerfile));
 		json_object_object_add(params, "archive", packctx_archive_param(&packed));
 	}
 	rc = cmd_call_notify(ctx, c, "build.submit", params, packed.fd, NULL, NULL, &job);
@@ -314,40 +476,27 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		goto out;
 	}
 
-	printer = event_printer_new(stderr, live ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN);
-	if (live) {
+	if (progress != PROGRESS_QUIET) {
+		view.printer =
+		    event_printer_new(stderr, live ? EVENT_STYLE_LIVE : EVENT_STYLE_PLAIN);
 		sanitize_printf(stderr, SANITIZE_FIELD, "job %s", id);
 		fputc('\n', stderr);
 	}
-	json_object *lp = json_object_new_object();
-	json_object_object_add(lp, "id", json_object_new_string(id));
-	json_object_object_add(lp, "follow", json_object_new_boolean(1));
-	struct sb_rpc_error rerr = {0};
-	char *err = NULL;
-	int crc = sb_client_call(c, "build.logs", lp, -1, notify_cb, printer, &res, &rerr, &err);
-	event_printer_finish(printer);
-	if (crc == SB_CALL_INTERRUPTED) {
+	rc = cmd_follow(ctx, &c, id, 0, notify_cb, &view, &final);
+	if (view.held != NULL && strcmp(json_str(final, "state"), "failed") != 0)
+		event_printer_print(view.printer, view.held);
+	if (view.printer)
+		event_printer_finish(view.printer);
+	if (rc == CMD_EXIT_INTERRUPTED) {
 		sb_client_close(c);
 		c = NULL;
 		rc = cancel_job(ctx, id);
-	} else if (crc == SB_CALL_OK) {
-		json_object *final = NULL;
-		json_object_object_get_ex(res, "job", &final);
-		rc = report(ctx, final, live);
-	} else if (crc == SB_CALL_RPC_ERROR) {
-		sanitize_printf(stderr, output_text_flags(stderr), "snapbuild: %s\n", rerr.message);
-		rc = 1;
-	} else {
-		sanitize_printf(stderr, 0,
-		                "snapbuild: lost the daemon while following job %s: %s\n"
-		                "  the job goes on; follow it with: snapbuild logs -f %s\n",
-		                id, err, id);
-		rc = 3;
+	} else if (rc == CMD_EXIT_OK) {
+		rc = report(ctx, final, live, progress == PROGRESS_PLAIN);
 	}
-	sb_rpc_error_clear(&rerr);
-	free(err);
 out:
-	event_printer_free(printer);
+	event_printer_free(view.printer);
+	json_object_put(view.held);
 	if (c)
 		sb_client_close(c);
 	packctx_clear(&packed);
@@ -355,6 +504,6 @@ out:
 	json_object_put(tags);
 	json_object_put(args);
 	json_object_put(job);
-	json_object_put(res);
+	json_object_put(final);
 	return rc;
 }

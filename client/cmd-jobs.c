@@ -15,37 +15,62 @@
 #include "sanitize.h"
 #include "util.h"
 
+/* The widest a cell gets on a terminal (an alias, a state), so that rows fit 100 columns. */
+#define JOBS_CELL_MAX 24
+
 static int cmd_jobs_exec(struct cmd_ctx *ctx);
 
 const struct cmd_entry cmd_jobs_entry = {
     .name = "jobs",
     .alias = "ls",
-    .usage = "[--state STATE]... [--limit N] [--cursor C] [--all-users] [-o table|json]",
+    .usage = "[--state STATE]... [--limit N] [--cursor C] [--all-users] [--no-trunc]\n"
+             "                      [-o table|json]",
     .summary = "list build jobs, newest first",
     .exec = cmd_jobs_exec,
+    .help = "Options:\n"
+            "  -s, --state STATE      only jobs in STATE (repeatable): queued, building,\n"
+            "                         succeeded, failed, cancelled, ...\n"
+            "  -n, --limit N          one page of N jobs, 1 to 1000 (default 50)\n"
+            "  -c, --cursor C         the page after the one that printed `more: ...`\n"
+            "  -a, --all-users        everybody's jobs (root and admin_group)\n"
+            "      --no-trunc         whole ids and snapshot ids (the table shows 12\n"
+            "                         characters, as docker ps does; any 4 or more name a job)\n"
+            "  -o, --output table|json  json: the daemon's answer, whole ids included\n",
 };
 
 static int cmd_jobs_exec(struct cmd_ctx *ctx)
 {
 	static const struct option opts[] = {
-	    {"state", required_argument, NULL, 's'},
-	    {"limit", required_argument, NULL, 'n'},
-	    {"cursor", required_argument, NULL, 'c'},
-	    {"all-users", no_argument, NULL, 'a'},
-	    {"output", required_argument, NULL, 'o'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"state", required_argument, NULL, 's'},  {"limit", required_argument, NULL, 'n'},
+	    {"cursor", required_argument, NULL, 'c'}, {"all-users", no_argument, NULL, 'a'},
+	    {"no-trunc", no_argument, NULL, 'T'},     {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
 	json_object *params = json_object_new_object(), *states = json_object_new_array();
+	bool no_trunc = false;
 	int opt;
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "s:n:c:o:ah", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":s:n:c:o:ah", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's':
 			json_object_array_add(states, json_object_new_string(optarg));
 			break;
-		case 'n':
-			json_object_object_add(params, "limit", json_object_new_int(atoi(optarg)));
+		case 'n': {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end || n < 1 || n > 1000) {
+				json_object_put(params);
+				json_object_put(states);
+				return cmd_usage_error(
+				    &cmd_jobs_entry,
+				    "--limit takes 1 to 1000 (jobs a page), not '%s'", optarg);
+			}
+			json_object_object_add(params, "limit", json_object_new_int((int)n));
+			break;
+		}
+		case 'T':
+			no_trunc = true;
 			break;
 		case 'c':
 			json_object_object_add(params, "cursor", json_object_new_string(optarg));
@@ -68,7 +93,7 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 		default:
 			json_object_put(params);
 			json_object_put(states);
-			return cmd_usage_error(&cmd_jobs_entry, "unknown option");
+			return cmd_option_error("jobs", opt, ctx->argc, ctx->argv, opts);
 		}
 	}
 	if (json_object_array_length(states))
@@ -93,7 +118,9 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 	double now = now_seconds();
 	for (size_t i = 0; i < json_object_array_length(jobs); i++) {
 		json_object *j = json_object_array_get_idx(jobs, i);
-		char *age = output_age(json_num(j, "created_at"), now);
+		char *id = cmd_short_id(json_str(j, "id"), no_trunc);
+		char *snap = cmd_short_id(json_str(j, "snapshot_id"), no_trunc);
+		char *age = output_age(parse_rfc3339(json_str(j, "created_at")), now);
 		char *state = xstrdup(json_str(j, "state"));
 		if (json_int(j, "queue_position") > 0) {
 			free(state);
@@ -101,22 +128,33 @@ static int cmd_jobs_exec(struct cmd_ctx *ctx)
 			    xasprintf("queued (#%lld)", (long long)json_int(j, "queue_position"));
 		}
 		const char *cells[] = {
-		    json_str(j, "id"),
+		    id,
 		    state,
 		    json_str(j, "backend"),
 		    *json_str(j, "alias") ? json_str(j, "alias") : "-",
-		    *json_str(j, "snapshot_id") ? json_str(j, "snapshot_id") : "-",
+		    *snap ? snap : "-",
 		    age,
 		};
 		table_add(t, cells);
 		free(age);
 		free(state);
+		free(id);
+		free(snap);
 	}
-	table_print(t, stdout, tty ? 40 : 0);
+	/* 12 + 13 + 6 + 24 + 12 + 13 and the gaps: a row fits 100 columns. */
+	table_print(t, stdout, tty && !no_trunc ? JOBS_CELL_MAX : 0);
 	table_free(t);
 	const char *next = json_str(res, "next_cursor");
 	if (*next) {
-		sanitize_printf(stderr, SANITIZE_FIELD, "more: snapbuild jobs --cursor %s", next);
+		/* The next page of the same list: the same filters, and the cursor. */
+		fputs("more: snapbuild jobs", stderr);
+		for (int i = 1; i < optind && i < ctx->argc; i++)
+			if (strcmp(ctx->argv[i], "--cursor") == 0 ||
+			    strcmp(ctx->argv[i], "-c") == 0)
+				i++;
+			else if (strncmp(ctx->argv[i], "--cursor=", 9) != 0)
+				sanitize_printf(stderr, SANITIZE_FIELD, " %s", ctx->argv[i]);
+		sanitize_printf(stderr, SANITIZE_FIELD, " --cursor %s", next);
 		fputc('\n', stderr);
 	}
 	json_object_put(res);

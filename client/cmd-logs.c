@@ -48,6 +48,16 @@ const struct cmd_entry cmd_logs_entry = {
     .usage = "[-f|--follow] [--raw] [--after SEQ] [-o table|json] JOB",
     .summary = "show a job's log (and follow it live with -f)",
     .exec = cmd_logs_exec,
+    .help = "Options:\n"
+            "  -f, --follow           go on showing events as they happen until the job\n"
+            "                         ends; if the daemon restarts meanwhile, connect\n"
+            "                         again (within $SNAPBUILD_RECONNECT_SECONDS, default\n"
+            "                         60) and go on after the last event shown\n"
+            "      --raw              build lines as the builder sent them, colour kept\n"
+            "      --after SEQ        only events after number SEQ (default 0: all)\n"
+            "  -o, --output table|json  json: one event a line, as the daemon sends it\n"
+            "\n"
+            "JOB is a job id or a unique prefix of at least 4 characters.\n",
 };
 
 static int cmd_logs_exec(struct cmd_ctx *ctx)
@@ -61,7 +71,8 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 	long long after = 0;
 	int opt;
 	optind = 0;
-	while ((opt = getopt_long(ctx->argc, ctx->argv, "fra:o:h", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((opt = getopt_long(ctx->argc, ctx->argv, ":fra:o:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
 			follow = true;
@@ -69,9 +80,15 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 		case 'r':
 			raw = true;
 			break;
-		case 'a':
-			after = atoll(optarg);
+		case 'a': {
+			char *end;
+			after = strtoll(optarg, &end, 10);
+			if (*optarg == '\0' || *end || after < 0)
+				return cmd_usage_error(&cmd_logs_entry,
+				                       "--after takes an event number, not '%s'",
+				                       optarg);
 			break;
+		}
 		case 'o':
 			if (cmd_set_output(ctx, &cmd_logs_entry, optarg) != CMD_EXIT_OK)
 				return CMD_EXIT_USAGE;
@@ -80,7 +97,7 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 			cmd_print_usage(&cmd_logs_entry, stdout);
 			return 0;
 		default:
-			return cmd_usage_error(&cmd_logs_entry, "unknown option");
+			return cmd_option_error("logs", opt, ctx->argc, ctx->argv, opts);
 		}
 	}
 	if (optind != ctx->argc - 1)
@@ -95,28 +112,10 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 	};
 	int rc = 0;
 	if (follow) {
-		json_object *params = json_object_new_object();
-		json_object_object_add(params, "id", json_object_new_string(id));
-		json_object_object_add(params, "after_seq", json_object_new_int64(after));
-		json_object_object_add(params, "follow", json_object_new_boolean(1));
-		json_object *res = NULL;
-		struct sb_rpc_error rerr = {0};
-		char *err = NULL;
-		int crc =
-		    sb_client_call(c, "build.logs", params, -1, notify_cb, &out, &res, &rerr, &err);
-		if (crc == SB_CALL_RPC_ERROR) {
-			sanitize_printf(stderr, output_text_flags(stderr), "snapbuild: %s\n",
-			                rerr.message);
-			rc = 1;
-		} else if (crc == SB_CALL_INTERRUPTED) {
-			rc = 130;
-		} else if (crc != SB_CALL_OK) {
-			fprintf(stderr, "snapbuild: %s\n", err);
-			rc = 3;
-		}
-		sb_rpc_error_clear(&rerr);
-		free(err);
-		json_object_put(res);
+		/* After a daemon restart it connects again and goes on after the last seq. */
+		json_object *job = NULL;
+		rc = cmd_follow(ctx, &c, id, after, notify_cb, &out, &job);
+		json_object_put(job);
 	} else {
 		for (;;) {
 			json_object *params = json_object_new_object();
@@ -141,6 +140,7 @@ static int cmd_logs_exec(struct cmd_ctx *ctx)
 		}
 	}
 	event_printer_free(out.printer);
-	sb_client_close(c);
+	if (c != NULL)
+		sb_client_close(c);
 	return rc;
 }

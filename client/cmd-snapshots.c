@@ -40,8 +40,8 @@ static int cmd_snapshots_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_snapshots_entry = {
     .name = "snapshots",
     .alias = "snapshot",
-    .usage = "list|get|alias|unalias|retire [ARGS]",
-    .summary = "list, show, alias and retire snapshots (`snapbuild snapshots --help`)",
+    .usage = "create|list|get|alias|unalias|retire [ARGS]",
+    .summary = "create, list, show, alias and retire snapshots (snapshots --help)",
     .exec = cmd_snapshots_exec,
 };
 
@@ -54,9 +54,13 @@ struct snap_sub {
 
 static const struct snap_sub *snap_sub_find(const char *name);
 
+static int snap_create(struct cmd_ctx *ctx, int argc, char **argv);
+
 static void snap_sub_usage(const struct snap_sub *s, FILE *fp)
 {
 	fprintf(fp, "usage: snapbuild snapshots %s %s\n  %s\n", s->name, s->usage, s->summary);
+	if (s->exec == snap_create)
+		fprintf(fp, "\n%s", cmd_create_entry.help);
 }
 
 static int snap_usage_error(const struct snap_sub *s, const char *fmt, ...)
@@ -69,32 +73,35 @@ static int snap_usage_error(const struct snap_sub *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	snap_sub_usage(s, stderr);
+	fprintf(stderr, " (snapbuild snapshots %s --help)\n", s->name);
 	return CMD_EXIT_USAGE;
 }
 
 /*
  * getopt_long over a subcommand's arguments (argv[0] is its name; -o never gets here,
  * snapbuild's main takes it first, nor does --help, cmd_snapshots_exec's).  Returns -1
- * to go on with optind at the first operand, else the exit code of a usage error.
+ * to go on with optind at the first operand, else the exit code of a usage error (on_opt
+ * prints its own for a bad value and returns nonzero).
  */
 static int snap_opts(const struct snap_sub *s, int argc, char **argv, const struct option *opts,
                      const char *shorts, int (*on_opt)(void *arg, int opt, const char *val),
                      void *arg)
 {
 	static const struct option none[] = {{NULL, 0, NULL, 0}};
-	int opt;
+	char *name = xasprintf("snapshots %s", s->name);
+	int opt, rc = -1;
 
 	optind = 0;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, shorts ? shorts : "", opts ? opts : none, NULL)) !=
-	       -1) {
-		if (opt == '?' || on_opt == NULL || on_opt(arg, opt, optarg) != 0)
-			return snap_usage_error(s, "unknown option or bad value '%s'",
-			                        argv[optind - 1]);
+	while (rc < 0 && (opt = getopt_long(argc, argv, shorts ? shorts : ":", opts ? opts : none,
+	                                    NULL)) != -1) {
+		if (opt == '?' || opt == ':' || on_opt == NULL)
+			rc = cmd_option_error(name, opt, argc, argv, opts ? opts : none);
+		else if (on_opt(arg, opt, optarg) != 0)
+			rc = CMD_EXIT_USAGE;
 	}
-	return -1;
+	free(name);
+	return rc;
 }
 
 static json_object *snap_id_params(const char *key, const char *value)
@@ -106,33 +113,6 @@ static json_object *snap_id_params(const char *key, const char *value)
 }
 
 /* --- rendering ---------------------------------------------------------------------- */
-
-/* RFC 3339 (what the API sends) to seconds since the epoch; 0 when unparsable. */
-static double snap_time(const char *s)
-{
-	struct tm tm = {0};
-	const char *p = s && *s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
-	double frac = 0;
-	long off = 0;
-	int hh, mm;
-
-	if (p == NULL)
-		return 0;
-	if (*p == '.') {
-		char *end;
-		frac = strtod(p, &end);
-		p = end;
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2) {
-		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
-		p += 6;
-	} else {
-		return 0;
-	}
-	return *p == '\0' ? (double)timegm(&tm) - (double)off + frac : 0;
-}
 
 struct snap_tag {
 	const char *key, *value;
@@ -220,7 +200,7 @@ static char *snap_status_text(json_object *s)
 
 	if (snap_is_null(s, "retired_at"))
 		return xstrdup("active");
-	age = output_age(snap_time(json_str(s, "retired_at")), now_seconds());
+	age = output_age(parse_rfc3339(json_str(s, "retired_at")), now_seconds());
 	out = xasprintf("retired %s", age);
 	free(age);
 	return out;
@@ -246,10 +226,10 @@ static void snap_print_row(FILE *fp, json_object *s, double now, size_t tags_max
 {
 	char *id = sanitize(json_str(s, "id"), SANITIZE_FIELD);
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
-	char *age = output_age(snap_time(json_str(s, "created_at")), now);
+	char *age = output_age(parse_rfc3339(json_str(s, "created_at")), now);
 	char *retired = snap_is_null(s, "retired_at")
 	                    ? xstrdup("-")
-	                    : output_age(snap_time(json_str(s, "retired_at")), now);
+	                    : output_age(parse_rfc3339(json_str(s, "retired_at")), now);
 	char *tags = snap_tags_text(s);
 	json_object *mem = NULL;
 	bool memory = json_object_object_get_ex(s, "memory", &mem) && json_object_get_boolean(mem);
@@ -287,7 +267,7 @@ static void snap_print_value(const char *label, const char *value)
 
 static void snap_print_time(const char *label, const char *value)
 {
-	double t = snap_time(value);
+	double t = parse_rfc3339(value);
 	char buf[64];
 	time_t secs = (time_t)t;
 	char *age;
@@ -307,7 +287,12 @@ static void snap_print_time(const char *label, const char *value)
 }
 
 /* A snapshot in sections: identity, storage, retention, lifecycle. */
-static void snap_print_full(json_object *s, const char *alias)
+/*
+ * A snapshot in sections.  aliases: the API's list for it (NULL when it could not be
+ * read: then only the alias it was asked by, if any, with why in aliases_error).
+ */
+static void snap_print_full(json_object *s, const char *alias, json_object *aliases,
+                            const char *aliases_error)
 {
 	json_object *tags = NULL, *mem = NULL;
 	char *size = output_bytes((uint64_t)json_int(s, "byte_size"));
@@ -315,15 +300,30 @@ static void snap_print_full(json_object *s, const char *alias)
 	char *status = snap_status_text(s);
 	const char *job = "";
 	int64_t ttl = json_int(s, "ttl");
-	double created = snap_time(json_str(s, "created_at"));
+	double created = parse_rfc3339(json_str(s, "created_at"));
 
 	if (json_object_object_get_ex(s, "tags", &tags))
 		job = json_str(tags, "snapbuild.job");
 	sanitize_printf(stdout, SANITIZE_FIELD, "Snapshot %s", json_str(s, "id"));
 	printf("\nIdentity\n");
 	snap_print_value("id:", json_str(s, "id"));
-	if (alias != NULL)
-		snap_print_value("alias:", alias);
+	if (aliases != NULL) {
+		size_t n = json_object_array_length(aliases);
+		printf("  %-14s", "aliases:");
+		if (n == 0)
+			printf(" -");
+		for (size_t i = 0; i < n; i++)
+			sanitize_printf(stdout, SANITIZE_FIELD, "%s %s", i ? "," : "",
+			                json_str(json_object_array_get_idx(aliases, i), "alias"));
+		putchar('\n');
+	} else {
+		if (alias != NULL)
+			snap_print_value("alias:", alias);
+		if (aliases_error != NULL)
+			sanitize_printf(stdout, output_text_flags(stdout),
+			                "  %-14s could not be read: %s\n",
+			                "aliases:", aliases_error);
+	}
 	snap_print_value("organization:",
 	                 *json_str(s, "organization_id") ? json_str(s, "organization_id") : "-");
 	snap_print_value("project:", json_str(s, "project_id"));
@@ -403,6 +403,7 @@ void cmd_print_snapshot_live(struct sb_client *c, const char *snapshot_id)
 struct snap_list_opts {
 	json_object *params;
 	json_object *tags;
+	bool one_page; /* --limit or --cursor: that page, not all of them */
 };
 
 static int snap_list_opt(void *arg, int opt, const char *val)
@@ -414,14 +415,21 @@ static int snap_list_opt(void *arg, int opt, const char *val)
 
 	switch (opt) {
 	case 'n':
+	case 'p':
 		errno = 0;
 		n = strtol(val, &end, 10);
 		if (errno || *end || end == val || n < 1 || n > 100)
-			return -1;
+			return snap_usage_error(snap_sub_find("list"),
+			                        "%s takes 1 to 100 (the API's page size), not '%s'",
+			                        opt == 'n' ? "--limit" : "--page-size", val);
 		json_object_object_add(o->params, "limit", json_object_new_int((int)n));
+		o->one_page = o->one_page || opt == 'n';
 		return 0;
 	case 'c':
 		json_object_object_add(o->params, "cursor", json_object_new_string(val));
+		o->one_page = true;
+		return 0;
+	case 'C':
 		return 0;
 	case 'x':
 		json_object_object_add(o->params, "exclude_retired", json_object_new_boolean(1));
@@ -429,13 +437,14 @@ static int snap_list_opt(void *arg, int opt, const char *val)
 	case 't':
 		eq = strchr(val, '=');
 		if (eq == NULL || eq == val)
-			return -1;
+			return snap_usage_error(snap_sub_find("list"), "--tag takes K=V, not '%s'",
+			                        val);
 		key = xstrndup(val, (size_t)(eq - val));
 		json_object_object_add(o->tags, key, json_object_new_string(eq + 1));
 		free(key);
 		return 0;
 	default:
-		return -1;
+		return snap_usage_error(snap_sub_find("list"), "unexpected option");
 	}
 }
 
@@ -500,14 +509,17 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 	    {"cursor", required_argument, NULL, 'c'},
 	    {"exclude-retired", no_argument, NULL, 'x'},
 	    {"tag", required_argument, NULL, 't'},
+	    {"ci", no_argument, NULL, 'C'},
+	    {"page-size", required_argument, NULL, 'p'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct snap_list_opts o = {json_object_new_object(), json_object_new_object()};
+	struct snap_list_opts o = {json_object_new_object(), json_object_new_object(), false};
+	bool ci = false;
 	const struct snap_sub *s = snap_sub_find("list");
 	struct sb_client *c;
 	json_object *page = NULL, *data = NULL;
 	const char *next;
-	int rc = snap_opts(s, argc, argv, opts, "n:c:xt:", snap_list_opt, &o);
+	int rc = snap_opts(s, argc, argv, opts, ":n:c:xt:", snap_list_opt, &o);
 
 	if (rc < 0 && optind < argc)
 		rc = snap_usage_error(s, "unexpected argument '%s'", argv[optind]);
@@ -515,8 +527,11 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 		goto out;
 	if (json_object_object_length(o.tags) > 0)
 		json_object_object_add(o.params, "tags", json_object_get(o.tags));
+	for (int i = 1; i < optind; i++)
+		ci = ci || strcmp(argv[i], "--ci") == 0;
 	c = cmd_connect(ctx);
-	if (!ctx->json && isatty(STDOUT_FILENO)) {
+	/* The pager pages through everything; a page asked for is that page, --ci plain. */
+	if (!ctx->json && !o.one_page && !ci && isatty(STDOUT_FILENO)) {
 		rc = snap_list_paged(ctx, c, o.params);
 		sb_client_close(c);
 		goto out;
@@ -535,8 +550,15 @@ static int snap_list(struct cmd_ctx *ctx, int argc, char **argv)
 		snap_print_row(stdout, json_object_array_get_idx(data, i), now_seconds(), 0);
 	next = json_str(page, "next_cursor");
 	if (*next) {
-		sanitize_printf(stderr, SANITIZE_FIELD,
-		                "more: snapbuild snapshots list --cursor %s", next);
+		/* The next page of the same list: the same filters, and the cursor. */
+		fputs("more: snapbuild snapshots list", stderr);
+		for (int i = 1; i < optind && i < argc; i++) {
+			if (strcmp(argv[i], "--cursor") == 0 || strcmp(argv[i], "-c") == 0)
+				i++;
+			else if (strncmp(argv[i], "--cursor=", 9) != 0)
+				sanitize_printf(stderr, SANITIZE_FIELD, " %s", argv[i]);
+		}
+		sanitize_printf(stderr, SANITIZE_FIELD, " --cursor %s", next);
 		fputc('\n', stderr);
 	}
 out:
@@ -579,19 +601,42 @@ static int snap_call(struct cmd_ctx *ctx, const char *method, json_object *param
 	return rc;
 }
 
-static void snap_get_print(json_object *res, const char *ref)
-{
-	snap_print_full(res, ref[0] == '@' ? ref + 1 : NULL);
-}
-
+/* The snapshot, then (for people) its aliases: the API lists them by snapshot id. */
 static int snap_get(struct cmd_ctx *ctx, int argc, char **argv)
 {
 	int rc = snap_operands(snap_sub_find("get"), argc, argv, 1);
+	const char *ref;
+	struct sb_client *c;
+	json_object *s = NULL, *aliases = NULL;
+	struct sb_rpc_error e = {0};
+	char *err = NULL;
 
 	if (rc >= 0)
 		return rc;
-	return snap_call(ctx, "snapshot.get", snap_id_params("id", argv[optind]), snap_get_print,
-	                 argv[optind]);
+	ref = argv[optind];
+	c = cmd_connect(ctx);
+	rc = cmd_call(ctx, c, "snapshot.get", snap_id_params("id", ref), &s);
+	if (rc == CMD_EXIT_OK && ctx->json) {
+		cmd_print_json(s);
+	} else if (rc == CMD_EXIT_OK) {
+		int arc =
+		    sb_client_call(c, "snapshot.aliases", snap_id_params("id", json_str(s, "id")),
+		                   -1, NULL, NULL, &aliases, &e, &err);
+		if (arc == SB_CALL_OK && !json_object_is_type(aliases, json_type_array)) {
+			json_object_put(aliases);
+			aliases = NULL;
+		}
+		snap_print_full(s, ref[0] == '@' ? ref + 1 : NULL, aliases,
+		                arc == SB_CALL_OK          ? NULL
+		                : arc == SB_CALL_RPC_ERROR ? e.message
+		                                           : err);
+	}
+	sb_rpc_error_clear(&e);
+	free(err);
+	json_object_put(aliases);
+	json_object_put(s);
+	sb_client_close(c);
+	return rc;
 }
 
 static void snap_alias_print(json_object *res, const char *arg)
@@ -659,13 +704,33 @@ static int snap_retire(struct cmd_ctx *ctx, int argc, char **argv)
 
 static int snap_help(struct cmd_ctx *ctx, int argc, char **argv);
 
+/* `snapshots create` is `create`, as in the together-sandbox CLI. */
+static int snap_create(struct cmd_ctx *ctx, int argc, char **argv)
+{
+	struct cmd_ctx sub = *ctx;
+	int rc;
+
+	sub.argc = argc;
+	sub.argv = argv;
+	rc = cmd_create_entry.exec(&sub);
+	ctx->json = sub.json;
+	return rc;
+}
+
 static const struct snap_sub snap_subs[] = {
-    {"list", "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [-o table|json]",
-     "list snapshots, newest first: all pages through $PAGER on a terminal, one page "
-     "otherwise",
+    {"create", "[OPTIONS]   (the same as `snapbuild create`: see `snapbuild create --help`)",
+     "build a context (or an image) into a snapshot", snap_create},
+    {"list",
+     "[--limit N] [--cursor C] [--exclude-retired] [--tag K=V]... [--page-size N] [--ci] "
+     "[-o table|json]",
+     "list snapshots, newest first: on a terminal every page through $PAGER (fetched\n"
+     "      --page-size at a time, default the API's 20), unless --limit N or --cursor C\n"
+     "      asks for one page (or --ci); in a pipe one page (N default 20, 1 to 100)",
      snap_list},
     {"get", "[-o table|json] ID|@ALIAS",
-     "show a snapshot: identity, storage, retention and lifecycle", snap_get},
+     "show a snapshot: identity (with every alias pointing at it), storage, retention\n"
+     "      and lifecycle",
+     snap_get},
     {"alias", "[-o table|json] ID|@ALIAS ALIAS",
      "point ALIAS (tag or namespace@tag) at a snapshot, moving it if it exists", snap_alias},
     {"unalias", "[-o table|json] ALIAS", "remove an alias", snap_unalias},

@@ -6,6 +6,8 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -124,6 +126,12 @@ static void cmd_print_rpc_error(struct cmd_ctx *ctx, const struct sb_rpc_error *
 	}
 }
 
+/* Parameters the daemon refused are the command line's fault: a usage error, as ours. */
+static int cmd_rpc_exit(const struct sb_rpc_error *e)
+{
+	return e->code == JSONRPC_INVALID_PARAMS ? CMD_EXIT_USAGE : CMD_EXIT_FAILURE;
+}
+
 int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method,
                     json_object *params, int pass_fd, sb_notify_cb on_notify, void *arg,
                     json_object **result)
@@ -138,8 +146,9 @@ int cmd_call_notify(struct cmd_ctx *ctx, struct sb_client *c, const char *method
 		return CMD_EXIT_OK;
 	case SB_CALL_RPC_ERROR:
 		cmd_print_rpc_error(ctx, &e);
+		rc = cmd_rpc_exit(&e);
 		sb_rpc_error_clear(&e);
-		return CMD_EXIT_FAILURE;
+		return rc;
 	case SB_CALL_INTERRUPTED:
 		fprintf(stderr, "snapbuild: interrupted\n");
 		return CMD_EXIT_INTERRUPTED;
@@ -159,8 +168,25 @@ int cmd_call(struct cmd_ctx *ctx, struct sb_client *c, const char *method, json_
 
 void cmd_print_json(json_object *o)
 {
-	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-	                                           JSON_C_TO_STRING_NOSLASHESCAPE));
+	const char *s = json_object_to_json_string_ext(
+	    o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+
+	/* json-c writes an empty object or array over two lines: {} and [] as jq does. */
+	for (const char *p = s; *p; p++) {
+		const char *q = p + 1;
+		if (*p == '{' || *p == '[') {
+			while (*q == '\n' || *q == ' ')
+				q++;
+			if (*q == (*p == '{' ? '}' : ']')) {
+				fputc(*p, stdout);
+				fputc(*q, stdout);
+				p = q;
+				continue;
+			}
+		}
+		fputc(*p, stdout);
+	}
+	fputc('\n', stdout);
 }
 
 void cmd_print_usage(const struct cmd_entry *e, FILE *fp)
@@ -169,6 +195,227 @@ void cmd_print_usage(const struct cmd_entry *e, FILE *fp)
 	if (e->alias != NULL)
 		fprintf(fp, "alias: %s\n", e->alias);
 	fprintf(fp, "%s\n", e->summary);
+	if (e->help != NULL)
+		fprintf(fp, "\n%s", e->help);
+}
+
+int cmd_option_error(const char *name, int opt, int argc, char **argv, const struct option *opts)
+{
+	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+	const char *names[64];
+	const char *near = NULL;
+	char *word;
+	size_t n = 0;
+	bool known = false;
+
+	if (opt == ':') {
+		fprintf(stderr, "snapbuild %s: %s needs a value (snapbuild %s --help)\n", name, arg,
+		        name);
+		return CMD_EXIT_USAGE;
+	}
+	if (!(arg[0] == '-' && arg[1] == '-')) {
+		fprintf(stderr, "snapbuild %s: unknown option '-%c' (snapbuild %s --help)\n", name,
+		        optopt ? optopt : '?', name);
+		return CMD_EXIT_USAGE;
+	}
+	word = xstrdup(arg + 2);
+	word[strcspn(word, "=")] = '\0';
+	for (const struct option *o = opts; o->name != NULL && n + 1 < 64; o++) {
+		names[n++] = o->name;
+		known = known || strcmp(o->name, word) == 0;
+	}
+	names[n] = NULL;
+	if (known)
+		fprintf(stderr, "snapbuild %s: --%s takes no value (snapbuild %s --help)\n", name,
+		        word, name);
+	else if ((near = cmd_closest(word, names)) != NULL)
+		fprintf(stderr,
+		        "snapbuild %s: unknown option '--%s'; did you mean '--%s'? (snapbuild %s "
+		        "--help)\n",
+		        name, word, near, name);
+	else
+		fprintf(stderr, "snapbuild %s: unknown option '--%s' (snapbuild %s --help)\n", name,
+		        word, name);
+	free(word);
+	return CMD_EXIT_USAGE;
+}
+
+char *cmd_short_id(const char *id, bool no_trunc)
+{
+	return no_trunc ? xstrdup(id) : xstrndup(id, CMD_SHORT_ID);
+}
+
+struct cmd_follow_state {
+	sb_notify_cb on_event;
+	void *arg;
+	int64_t last_seq;
+};
+
+static void cmd_follow_cb(void *arg, const char *method, json_object *params)
+{
+	struct cmd_follow_state *f = arg;
+	json_object *v = NULL;
+	int64_t seq = json_object_object_get_ex(params, "seq", &v) ? json_object_get_int64(v) : 0;
+
+	if (strcmp(method, "build.event") != 0)
+		return;
+	/* A replay after a reconnect starts after last_seq; never show a line twice. */
+	if (seq != 0 && seq <= f->last_seq)
+		return;
+	if (seq > f->last_seq)
+		f->last_seq = seq;
+	f->on_event(f->arg, method, params);
+}
+
+int cmd_reconnect_seconds(void)
+{
+	const char *v = getenv("SNAPBUILD_RECONNECT_SECONDS");
+	char *end;
+	long n = v && *v ? strtol(v, &end, 10) : -1;
+
+	return n >= 0 && n <= 86400 && *end == '\0' ? (int)n : CMD_RECONNECT_SECONDS;
+}
+
+struct sb_client *cmd_reconnect(struct cmd_ctx *ctx)
+{
+	double deadline = now_seconds() + cmd_reconnect_seconds();
+	int delay_ms = 50;
+
+	while (!cmd_interrupted) {
+		char *err = NULL;
+		struct sb_client *c = sb_client_connect(ctx->socket_path, &err);
+		free(err);
+		if (c != NULL) {
+			sb_client_set_interrupt(c, &cmd_interrupted);
+			cmd_check_protocol(ctx, c);
+			return c;
+		}
+		if (now_seconds() > deadline)
+			break;
+		poll(NULL, 0, delay_ms);
+		delay_ms = delay_ms < 500 ? delay_ms * 2 : 1000;
+	}
+	return NULL;
+}
+
+int cmd_call_again(struct cmd_ctx *ctx, struct sb_client **c, const char *method,
+                   json_object *params, json_object **result)
+{
+	/* Losses close together share one cmd_reconnect_seconds(); one after a call that
+	 * ran a while (a long wait, then another restart) starts afresh. */
+	double lost_since = 0, since = now_seconds();
+	int rc;
+
+	for (;;) {
+		struct sb_rpc_error e = {0};
+		char *err = NULL;
+
+		rc = sb_client_call(*c, method, json_object_get(params), -1, NULL, NULL, result, &e,
+		                    &err);
+		if (rc == SB_CALL_OK) {
+			rc = CMD_EXIT_OK;
+			break;
+		}
+		if (rc == SB_CALL_RPC_ERROR) {
+			cmd_print_rpc_error(ctx, &e);
+			rc = cmd_rpc_exit(&e);
+			sb_rpc_error_clear(&e);
+			break;
+		}
+		if (rc == SB_CALL_INTERRUPTED) {
+			fprintf(stderr, "snapbuild: interrupted\n");
+			rc = CMD_EXIT_INTERRUPTED;
+			break;
+		}
+		sb_client_close(*c);
+		*c = NULL;
+		fprintf(stderr,
+		        "snapbuild: lost the daemon at %s (%s); waiting for it to come back...\n",
+		        ctx->socket_path, err);
+		free(err);
+		if (lost_since == 0 || now_seconds() - since > cmd_reconnect_seconds())
+			lost_since = now_seconds();
+		if (now_seconds() - lost_since <= cmd_reconnect_seconds())
+			*c = cmd_reconnect(ctx);
+		if (*c != NULL)
+			fprintf(stderr, "snapbuild: reconnected to the daemon\n");
+		since = now_seconds();
+		if (*c == NULL) {
+			fprintf(stderr, "snapbuild: the daemon did not come back within %d s\n",
+			        cmd_reconnect_seconds());
+			rc = cmd_interrupted ? CMD_EXIT_INTERRUPTED : CMD_EXIT_UNREACHABLE;
+			break;
+		}
+	}
+	json_object_put(params);
+	return rc;
+}
+
+int cmd_follow(struct cmd_ctx *ctx, struct sb_client **c, const char *id, int64_t after_seq,
+               sb_notify_cb on_event, void *arg, json_object **job)
+{
+	struct cmd_follow_state f = {on_event, arg, after_seq};
+	double lost_since = 0;
+	int64_t seq_at_loss = -1;
+
+	*job = NULL;
+	for (;;) {
+		json_object *params = json_object_new_object(), *res = NULL, *final = NULL;
+		struct sb_rpc_error e = {0};
+		char *err = NULL;
+		int rc;
+
+		json_object_object_add(params, "id", json_object_new_string(id));
+		json_object_object_add(params, "after_seq", json_object_new_int64(f.last_seq));
+		json_object_object_add(params, "follow", json_object_new_boolean(1));
+		rc =
+		    sb_client_call(*c, "build.logs", params, -1, cmd_follow_cb, &f, &res, &e, &err);
+		if (rc == SB_CALL_OK) {
+			if (json_object_object_get_ex(res, "job", &final))
+				*job = json_object_get(final);
+			json_object_put(res);
+			return CMD_EXIT_OK;
+		}
+		if (rc == SB_CALL_RPC_ERROR) {
+			cmd_print_rpc_error(ctx, &e);
+			rc = cmd_rpc_exit(&e);
+			sb_rpc_error_clear(&e);
+			return rc;
+		}
+		if (rc == SB_CALL_INTERRUPTED) {
+			free(err);
+			return CMD_EXIT_INTERRUPTED;
+		}
+		/* The daemon went away (a restart, an upgrade): the job goes on without it.  A
+		 * daemon that takes us back but drops us again before anything new arrives
+		 * gets the same cmd_reconnect_seconds() in all, not a fresh wait each time. */
+		sb_client_close(*c);
+		*c = NULL;
+		fprintf(stderr,
+		        "snapbuild: lost the daemon at %s (%s); reconnecting to go on after event "
+		        "%lld...\n",
+		        ctx->socket_path, err, (long long)f.last_seq);
+		free(err);
+		if (f.last_seq != seq_at_loss) {
+			lost_since = now_seconds();
+			seq_at_loss = f.last_seq;
+		}
+		if (now_seconds() - lost_since <= cmd_reconnect_seconds())
+			*c = cmd_reconnect(ctx);
+		if (*c != NULL)
+			fprintf(stderr, "snapbuild: reconnected to the daemon\n");
+		if (*c == NULL) {
+			if (cmd_interrupted)
+				return CMD_EXIT_INTERRUPTED;
+			sanitize_printf(stderr, 0,
+			                "snapbuild: the daemon did not come back within %d s; the "
+			                "job goes on: snapbuild logs -f %s\n"
+			                "  hint: see `systemctl status snapbuildd` (or --user), or "
+			                "start it with `snapbuildd`\n",
+			                cmd_reconnect_seconds(), id);
+			return CMD_EXIT_UNREACHABLE;
+		}
+	}
 }
 
 int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
@@ -179,7 +426,7 @@ int cmd_usage_error(const struct cmd_entry *e, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nusage: snapbuild %s%s%s\n", e->name, *e->usage ? " " : "", e->usage);
+	fprintf(stderr, " (snapbuild %s --help)\n", e->name);
 	return CMD_EXIT_USAGE;
 }
 
@@ -309,6 +556,10 @@ static int cmd_help_exec(struct cmd_ctx *ctx)
 	}
 	printf("usage: snapbuild [--socket PATH] [-o table|json] COMMAND [ARGS]\n"
 	       "\n"
+	       "Builds Docker contexts into Together Sandbox snapshots through the snapbuildd\n"
+	       "daemon, which holds the API key: like `together-sandbox snapshots create`, but\n"
+	       "a build outlives the shell that started it, and every build is kept.\n"
+	       "\n"
 	       "Commands:\n");
 	for (const struct cmd_entry *const *e = cmd_table; *e != NULL; e++) {
 		char left[32];
@@ -316,18 +567,30 @@ static int cmd_help_exec(struct cmd_ctx *ctx)
 		         (*e)->alias ? (*e)->alias : "", (*e)->alias ? ")" : "");
 		printf("  %-20s %s\n", left, (*e)->summary);
 	}
-	printf("\n"
-	       "Options:\n"
-	       "  --socket PATH     daemon socket (now %s;\n"
-	       "                    $SNAPBUILD_SOCKET changes the default)\n"
-	       "  -o table|json     output format (text is the same as table); -o json\n"
-	       "                    prints results verbatim (accepted after the command too)\n"
-	       "  --version         print the client's version\n"
-	       "  -h, --help        this help\n"
-	       "\n"
-	       "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
-	       "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's usage.\n",
-	       ctx->socket_path);
+	printf(
+	    "\n"
+	    "Options:\n"
+	    "  --socket PATH     daemon socket (now %s;\n"
+	    "                    $SNAPBUILD_SOCKET changes the default)\n"
+	    "  -o table|json     output format (text is the same as table); -o json\n"
+	    "                    prints results verbatim (accepted after the command too)\n"
+	    "  --version         print the client's version\n"
+	    "  -h, --help        this help\n"
+	    "\n"
+	    "Examples:\n"
+	    "    snapbuild create --context ./app -t myapp@v1     build ./app, alias the snapshot\n"
+	    "    snapbuild create -c ./app -f ./Dockerfile.prod   a Dockerfile from elsewhere\n"
+	    "    snapbuild jobs                                   what ran, and how it ended\n"
+	    "    snapbuild logs -f 1a2b                           follow a job (4+ id characters)\n"
+	    "\n"
+	    "Environment: TOGETHER_LOCAL_BUILD=1 and TOGETHER_REMOTE_ARCHITECTURE=amd64|arm64\n"
+	    "act as create's --local and --arch; TOGETHER_API_KEY and TOGETHER_BASE_URL are\n"
+	    "the daemon's (`snapbuild daemon info` shows what it uses); NO_COLOR.\n"
+	    "\n"
+	    "Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon not reachable.\n"
+	    "`snapbuild help COMMAND` or `snapbuild COMMAND --help` shows a command's options\n"
+	    "and their defaults.\n",
+	    ctx->socket_path);
 	return CMD_EXIT_OK;
 }
 

@@ -92,8 +92,12 @@ int main(int argc, char **argv)
 				return CMD_EXIT_USAGE;
 			i += n - 1;
 		} else if (a[0] == '-') {
-			fprintf(stderr, "snapbuild: unknown option '%s'\n", a);
-			main_usage(stderr);
+			static const char *const globals[] = {"--socket", "--output",  "--json",
+			                                      "--help",   "--version", NULL};
+			const char *near = cmd_closest(a, globals);
+			fprintf(stderr, "snapbuild: unknown option '%s'%s%s%s (snapbuild help)\n",
+			        a, near ? "; did you mean '" : "", near ? near : "",
+			        near ? "'?" : "");
 			return CMD_EXIT_USAGE;
 		} else {
 			break;

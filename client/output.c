@@ -222,7 +222,7 @@ static const char *paint(struct event_printer *p, const char *code)
 static void print_progress(struct event_printer *p, json_object *ev)
 {
 	int64_t sent = json_int(ev, "sent"), total = json_int(ev, "total");
-	double t = json_num(ev, "time");
+	double t = parse_rfc3339(json_str(ev, "time"));
 	if (p->style != EVENT_STYLE_LIVE) {
 		if (sent == total || t - p->last_plain_progress >= 2) {
 			p->last_plain_progress = t;
@@ -240,8 +240,11 @@ static void print_progress(struct event_printer *p, json_object *ev)
 	memset(bar, '#', (size_t)fill);
 	memset(bar + fill, '-', (size_t)(width - fill));
 	bar[width] = '\0';
-	fprintf(p->fp, "\r\033[K  upload [%s%s%s] %s / %s  %s/s", paint(p, "\033[36m"), bar,
-	        paint(p, "\033[0m"), a, b, el > 0.05 ? rate : "-");
+	/* No speed before there is one to tell. */
+	fprintf(p->fp, "\r\033[K  upload [%s%s%s] %s / %s", paint(p, "\033[36m"), bar,
+	        paint(p, "\033[0m"), a, b);
+	if (el > 0.05)
+		fprintf(p->fp, "  %s/s", rate);
 	free(a);
 	free(b);
 	free(rate);

@@ -898,6 +898,16 @@ static int pack_check_dockerfile(struct pack_ctx *c, const char *df)
  */
 static int pack_load_ignore(struct pack_ctx *c, const char *df)
 {
+	if (c->o->ignore_name != NULL) {
+		char *perr = NULL;
+		c->ign = dockerignore_parse(c->o->ignore_text, c->o->ignore_len, &perr);
+		if (c->ign == NULL) {
+			pack_fail(c, "invalid %s: %s", c->o->ignore_name, perr);
+			free(perr);
+			return -1;
+		}
+		return 0;
+	}
 	char *names[2] = {xasprintf("%s.dockerignore", df), xstrdup(".dockerignore")};
 	char *real = NULL, *entry = NULL, *text = NULL, *err = NULL;
 	const char *used = NULL;
@@ -1004,6 +1014,25 @@ static int pack_threads(const struct pack_options *o)
 	return n > PACK_MAX_THREADS ? PACK_MAX_THREADS : (int)n;
 }
 
+/* The outside Dockerfile, after the walk: a member like any file of the context. */
+static int pack_extra(struct pack_ctx *c)
+{
+	struct stat st = {0};
+	int rc;
+
+	pack_path_set(c, 0, c->o->extra_name);
+	if (fstat(c->o->extra_fd, &st) < 0 || lseek(c->o->extra_fd, 0, SEEK_SET) < 0)
+		return pack_fail(c, "cannot read the Dockerfile: %s", strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return pack_fail(c, "the Dockerfile is not a regular file");
+	rc = c->ar != NULL ? pack_header(c, &st, (uint64_t)st.st_size, NULL) : 0;
+	if (rc == 0 && c->ar != NULL)
+		rc = pack_copy(c, c->o->extra_fd, (uint64_t)st.st_size);
+	if (rc == 0)
+		pack_account(c, (uint64_t)st.st_size, st.st_mode & 07777, 'f');
+	return rc;
+}
+
 /* Write the archive to fd, which the caller opened for writing. */
 static int pack_archive(struct pack_ctx *c, int fd)
 {
@@ -1015,7 +1044,8 @@ static int pack_archive(struct pack_ctx *c, int fd)
 	c->gz_started = true; /* pack_gz_stop undoes even a partial start */
 	if (pack_gz_start(&c->gz, pack_threads(o), level, fd) < 0)
 		return pack_fail(c, "cannot start compression threads: %s", strerror(errno));
-	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0)
+	if (pack_ar_open(c) < 0 || pack_walk_root(c) < 0 ||
+	    (o->extra_name != NULL && pack_extra(c) < 0))
 		return -1;
 	if (archive_write_close(c->ar) != ARCHIVE_OK)
 		return pack_fail(c, "cannot write the archive: %s", archive_error_string(c->ar));
@@ -1086,15 +1116,16 @@ void pack_run(const struct pack_options *o, struct pack_result *r)
 	memset(r, 0, sizeof(*r));
 	c.buf = xmalloc(PACK_READ_BUF);
 	clock_gettime(CLOCK_MONOTONIC, &c.last_progress);
-	if (pack_check_dockerfile(&c, df) < 0 || pack_load_ignore(&c, df) < 0)
+	if ((o->extra_name == NULL && pack_check_dockerfile(&c, df) < 0) ||
+	    pack_load_ignore(&c, df) < 0)
 		goto out;
 	pack_force(&c, xstrdup(".dockerignore"));
 	if (o->to_fd)
 		pack_archive(&c, o->out_fd);
 	else if (o->out_dir != NULL)
 		pack_spool(&c);
-	else
-		pack_walk_root(&c);
+	else if (pack_walk_root(&c) == 0 && o->extra_name != NULL)
+		pack_extra(&c);
 	if (r->status == PACK_OK)
 		pack_progress(&c, true);
 out:

@@ -42,6 +42,17 @@ struct pack_options {
 	                                                   the packing thread */
 	void (*on_progress)(void *arg, uint64_t files, uint64_t bytes); /* at most ~10/s */
 	void *arg;
+	/* A Dockerfile from outside the context, as docker sends one: when extra_name is
+	   set, the open regular file extra_fd (borrowed) is appended as "./<extra_name>"
+	   after the walk, and the Dockerfile is not looked for in the context. */
+	const char *extra_name;
+	int extra_fd;
+	/* When ignore_name is set: these rules instead of an ignore file in the context
+	   (the <Dockerfile>.dockerignore next to an outside Dockerfile); the name is for
+	   messages. */
+	const char *ignore_name;
+	const char *ignore_text;
+	size_t ignore_len;
 };
 
 struct pack_file {

@@ -18,11 +18,19 @@ struct packctx {
 	struct pack_result result;
 	char **warnings; /* "skipped FIFO ./x", ... */
 	size_t nwarnings;
+	/* The Dockerfile's name in the archive, for build.submit's "dockerfile" (NULL when
+	   none was given): its path in the context, or for one outside the context the
+	   generated ".dockerfile.<digest>" it was added under, as docker does. */
+	char *dockerfile;
 };
 
 struct packctx_options {
 	const char *dir;
-	const char *dockerfile; /* relative to dir; NULL = "Dockerfile" */
+	/* NULL = "Dockerfile" in dir.  Else, as docker build -f and the SDKs take it: a
+	   path from the current directory (or absolute), which may lie outside dir (then
+	   a <Dockerfile>.dockerignore next to it applies, if there is one); a relative
+	   path found only inside dir is taken from there, as before. */
+	const char *dockerfile;
 	bool list_files;
 	bool inspect_only;  /* no archive at all */
 	int out_fd;         /* >= 0: write the archive there; -1: an unlinked temporary file */
@@ -42,8 +50,8 @@ void packctx_clear(struct packctx *p);
 
 /*
  * What was packed, as `snapbuild context -o json` prints it: file_count, total_bytes,
- * largest, excluded, warnings, files (with list_files) and archive {sha256, bytes}
- * (when one was written).
+ * largest, excluded, warnings, files (with list_files), archive {sha256, bytes}
+ * (when one was written) and dockerfile (build.submit's, when one was given).
  */
 json_object *packctx_json(const struct packctx *p, bool list_files);
 

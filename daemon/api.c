@@ -282,15 +282,23 @@ static const char *api_jstr(json_object *o, const char *key)
 
 static const char *api_hint(long status)
 {
+	/* The key and the URLs are the daemon's: a variable in the user's shell changes
+	 * nothing, so the hints say where the daemon's come from. */
 	if (status == 0)
-		return "cannot reach the API, or it timed out: check the network and "
-		       "TOGETHER_BASE_URL";
+		return "cannot reach the API, or it timed out: check the network and the daemon's "
+		       "base_url (snapbuildd.conf, or TOGETHER_BASE_URL in the daemon's "
+		       "environment; `snapbuild daemon info` shows it)";
 	if (status == 401)
-		return "check the API key (TOGETHER_API_KEY, or the daemon's credentials)";
+		return "the daemon's API key was refused: give the daemon a valid one "
+		       "(/etc/snapbuild/api-key, api_key_file, or TOGETHER_API_KEY in the "
+		       "daemon's environment, not your shell's) and restart it; `snapbuild "
+		       "daemon info` says where its key came from";
 	if (status == 403)
-		return "the API key is not allowed to do this: check its scope";
+		return "the daemon's API key is not allowed to do this: check its scope";
 	if (status == 404)
-		return "it does not exist: check the id or alias";
+		return "not found: check the id or alias; if it is right, the daemon's base_url "
+		       "is wrong (snapbuildd.conf, or TOGETHER_BASE_URL in the daemon's "
+		       "environment; `snapbuild daemon info` shows it)";
 	if (status == 429)
 		return "rate limited by the API: try again later";
 	if (status >= 500 && status < 600)
@@ -383,20 +391,53 @@ static char *api_transport_hint(const struct api *a, const struct http_response 
 	}
 }
 
-static void api_error_from_response(struct api_error *err, const struct api *a,
+/* "host/path" of url: where a request went, without scheme, query or credentials. */
+static char *api_where(const char *url)
+{
+	const char *p = strstr(url, "://"), *at;
+	size_t n;
+
+	p = p ? p + 3 : url;
+	n = strcspn(p, "?#");
+	at = memchr(p, '@', strcspn(p, "/"));
+	if (at != NULL) {
+		n -= (size_t)(at + 1 - p);
+		p = at + 1;
+	}
+	return xstrndup(p, n);
+}
+
+/*
+ * A refusal names the status and where it came from, so that a wrong base URL (404 from
+ * a path that is not the API's) or a wrong key (401) is plain from the message alone.
+ */
+static void api_error_from_response(struct api_error *err, const struct api_op *op,
                                     const struct http_response *resp)
 {
-	char *hint;
+	char *hint, *msg, *where, *out;
+	size_t skip;
 
 	if (resp->error) {
 		api_error_set(err, 0, xstrdup(resp->error));
-		if ((hint = api_transport_hint(a, resp)) != NULL) {
+		if ((hint = api_transport_hint(op->a, resp)) != NULL) {
 			free(err->hint);
 			err->hint = hint;
 		}
-	} else
-		api_error_set(err, resp->status,
-		              api_body_message(resp->status, resp->body, resp->body_len));
+		return;
+	}
+	msg = api_body_message(resp->status, resp->body, resp->body_len);
+	where = api_where(op->url);
+	/* the body's own "HTTP 404: ..." when it had no message: the status once */
+	out = xasprintf("HTTP %ld", resp->status);
+	skip = strncmp(msg, out, strlen(out)) == 0 ? strlen(out) : 0;
+	if (skip && strncmp(msg + skip, ": ", 2) == 0)
+		skip += 2;
+	free(out);
+	out = msg[skip] ? xasprintf("HTTP %ld from %s: %s", resp->status, where, msg + skip)
+	                : xasprintf("HTTP %ld from %s", resp->status, where);
+	api_error_set(err, resp->status, out);
+	free(msg);
+	free(where);
 }
 
 static void api_error_clear(struct api_error *err)
@@ -672,7 +713,7 @@ static void api_http_done_cb(void *arg, const struct http_response *resp)
 		api_schedule(op, delay);
 		return;
 	}
-	api_error_from_response(&err, op->a, resp);
+	api_error_from_response(&err, op, resp);
 	api_finish(op, &err, resp->status, NULL);
 out:
 	api_error_clear(&err);
@@ -1085,7 +1126,7 @@ static void follow_http_done_cb(void *arg, const struct http_response *resp)
 		api_error_set(&err, 0, xasprintf("%s (%d attempts)", why, op->attempt));
 		follow_retry(op, why, follow_reconnect_ms(op), &err);
 	} else if (resp->error || api_status_retryable(resp->status) || resp->status == 404) {
-		api_error_from_response(&err, op->a, resp);
+		api_error_from_response(&err, op, resp);
 		why = resp->status == 404
 		          ? xstrdup("the build's log is not there yet (HTTP 404)")
 		          : xasprintf("cannot read the log stream (%s)", err.message);
@@ -1093,7 +1134,7 @@ static void follow_http_done_cb(void *arg, const struct http_response *resp)
 		             api_delay_ms(op, op->a->timing.follow_retry_ms, resp->retry_after),
 		             &err);
 	} else {
-		api_error_from_response(&err, op->a, resp);
+		api_error_from_response(&err, op, resp);
 		why = NULL;
 		op->finishing = true;
 		op->cbs.on_end(op->arg, &err, false, NULL);

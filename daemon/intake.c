@@ -451,7 +451,8 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 	if (df == NULL) {
 		intake_set(r, INTAKE_INVALID,
 		           xstrdup("the Dockerfile path must be relative, inside the context"),
-		           "give --dockerfile relative to the context");
+		           "'dockerfile' names a member of the archive (snapbuild adds a Dockerfile "
+		           "from outside the context under a generated name)");
 		goto out;
 	}
 	if (o->declared_bytes > o->max_bytes) {
@@ -548,8 +549,9 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 	                           .cancel = o->cancel};
 	if (intake_check_dockerfile(&c, &again) < 0) {
 		intake_set(r, INTAKE_INVALID, c.error,
-		           "give --dockerfile relative to the context; the client always packs "
-		           "the Dockerfile, even when .dockerignore excludes it");
+		           "'dockerfile' names a member of the archive; snapbuild always packs the "
+		           "Dockerfile, even when .dockerignore excludes it, and adds one from "
+		           "outside the context under a generated name");
 		c.error = NULL;
 		goto out;
 	}

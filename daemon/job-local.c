@@ -40,7 +40,8 @@ static void local_done_cb(void *arg, const char *error, const char *image_ref)
 	struct localbuild *lb = j->lb;
 	j->lb = NULL;
 	if (error) {
-		char *hint = xasprintf("read the build log above (snapbuild logs %s)", j->rec->id);
+		char *hint = xasprintf("the build log shows the failing step: snapbuild logs %s",
+		                       j->rec->id);
 		job_fail(j, error, hint);
 		free(hint);
 	} else {

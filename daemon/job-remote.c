@@ -145,7 +145,8 @@ static void remote_end_cb(void *arg, const struct api_error *err, bool done,
 		job_flush(j, NULL);
 	if (build_error) {
 		char *msg = xasprintf("the build failed: %s", build_error);
-		char *hint = xasprintf("read the build log above (snapbuild logs %s)", j->rec->id);
+		char *hint = xasprintf("the build log shows the failing step: snapbuild logs %s",
+		                       j->rec->id);
 		job_fail(j, msg, hint);
 		free(hint);
 		free(msg);

@@ -441,13 +441,16 @@ static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
 		json_object_object_add(data, "archive_bytes",
 		                       json_object_new_int64((int64_t)res->archive_bytes));
 		json_object_object_add(data, "sha256", json_object_new_string(res->sha256));
-		char *text = xasprintf("context %s: %llu files, %llu bytes → %llu bytes gzip'd "
-		                       "(sha256 %.12s)",
+		/* The units of the upload bar that follows; exact counts are in data. */
+		char *total = format_bytes(res->total_bytes),
+		     *packed = format_bytes(res->archive_bytes);
+		char *text = xasprintf("context %s: %llu file%s, %s → %s gzip'd (sha256 %.12s)",
 		                       desc, (unsigned long long)res->file_count,
-		                       (unsigned long long)res->total_bytes,
-		                       (unsigned long long)res->archive_bytes, res->sha256);
+		                       res->file_count == 1 ? "" : "s", total, packed, res->sha256);
 		job_emit(j, "log", "pack", text, data);
 		free(text);
+		free(total);
+		free(packed);
 	}
 	free(desc);
 	free(id);

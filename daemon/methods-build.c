@@ -56,9 +56,15 @@ static json_object *json_parse_object(const char *text)
 	return o;
 }
 
+/* Times in the protocol's JSON are RFC 3339 strings in UTC (protocol 3). */
 static json_object *json_time(double t)
 {
-	return t > 0 ? json_object_new_double(t) : NULL;
+	char buf[RFC3339_SIZE];
+
+	if (t <= 0)
+		return NULL;
+	format_rfc3339(t, buf);
+	return json_object_new_string(buf);
 }
 
 json_object *methods_job_json(struct daemon *d, const struct store_job *j)
@@ -110,9 +116,7 @@ static json_object *event_json(const char *job_id, const struct store_event *ev)
 	json_object *o = json_object_new_object();
 	json_object_object_add(o, "job_id", json_object_new_string(job_id));
 	json_object_object_add(o, "seq", json_object_new_int64(ev->seq));
-	char t[32];
-	snprintf(t, sizeof(t), "%.6f", ev->time);
-	json_object_object_add(o, "time", json_object_new_double_s(ev->time, t));
+	json_object_object_add(o, "time", json_time(ev->time));
 	json_object_object_add(o, "kind", json_object_new_string(ev->kind));
 	json_object_object_add(o, "step", json_str_or_null(ev->step));
 	json_object_object_add(o, "text", json_object_new_string(ev->text ? ev->text : ""));
@@ -216,9 +220,16 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 	if (rc == 0)
 		return true;
 	if (rc == 1) {
-		char *msg = xasprintf("no job '%s'", id);
+		/* Shorter prefixes are never looked up (store_job_get): say so, not just "no". */
+		bool short_prefix = strlen(id) < 4;
+		char *msg = short_prefix
+		                ? xasprintf("no job '%s': a job id prefix needs at least 4 "
+		                            "characters",
+		                            id)
+		                : xasprintf("no job '%s'", id);
 		rpc_reply_error_hint(call, SB_ERR_NOT_FOUND, msg,
-		                     "list your jobs with: snapbuild jobs");
+		                     "list your jobs with: snapbuild jobs (IDs there are 12 "
+		                     "characters; any 4 or more that start one name it)");
 		free(msg);
 	} else if (rc == 2) {
 		char *msg = xasprintf("job id prefix '%s' is ambiguous", id);

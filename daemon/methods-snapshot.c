@@ -31,7 +31,7 @@
 #include "util.h"
 
 
-enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
+enum snap_kind { SNAP_LIST, SNAP_GET, SNAP_ALIASES, SNAP_ALIAS, SNAP_UNALIAS, SNAP_RETIRE };
 
 /* Where a chain of API requests stands. */
 enum snap_step {
@@ -222,6 +222,11 @@ static void snap_done_cb(void *arg, const struct api_error *err, long status, js
 		}
 		if (r->kind == SNAP_GET && !snap_check_snapshot(r, body))
 			return;
+		if (r->kind == SNAP_ALIASES && !json_object_is_type(body, json_type_array)) {
+			snap_reply_error(r, SB_ERR_UPSTREAM,
+			                 "the API answered without a list of aliases", NULL);
+			return;
+		}
 		snap_reply(r, json_object_get(body));
 		return;
 	case SNAP_STEP_TARGET:
@@ -401,6 +406,29 @@ static void snapshot_get(struct rpc_call *call, json_object *params)
 	snap_req_next(r);
 }
 
+/* A snapshot's aliases, by its id (the API lists them only by id). */
+static void snapshot_aliases(struct rpc_call *call, json_object *params)
+{
+	const char *id;
+	struct snap_req *r;
+	char *esc;
+
+	if (!params_required_string(call, params, "id", &id))
+		return;
+	if (!uuid_valid(id)) {
+		params_invalid(call, "'id' must be a snapshot id (a UUID), not '%.80s'", id);
+		return;
+	}
+	if (!methods_have_key(call))
+		return;
+	r = snap_req_new(call, SNAP_ALIASES);
+	esc = api_escape(id);
+	r->path = xasprintf("/v1/snapshots/%s/aliases", esc);
+	free(esc);
+	r->step = SNAP_STEP_FETCH;
+	snap_req_next(r);
+}
+
 /* alias and retire name their target by 'id'; an id needs no lookup when the caller
  * may change anything anyway. */
 static void snap_start_change(struct snap_req *r, const char *ref)
@@ -456,6 +484,7 @@ static void snapshot_retire(struct rpc_call *call, json_object *params)
 const struct rpc_method methods_snapshot[] = {
     {"snapshot.list", snapshot_list, RPC_PARAMS("limit", "cursor", "tags", "exclude_retired")},
     {"snapshot.get", snapshot_get, RPC_PARAMS("id")},
+    {"snapshot.aliases", snapshot_aliases, RPC_PARAMS("id")},
     {"snapshot.alias", snapshot_alias, RPC_PARAMS("id", "alias")},
     {"snapshot.unalias", snapshot_unalias, RPC_PARAMS("alias")},
     {"snapshot.retire", snapshot_retire, RPC_PARAMS("id")},

@@ -7,7 +7,7 @@
 #define SNAPBUILD_PROTOCOL_H
 
 /* Bumped on any incompatible change; daemon.info and daemon.version report it. */
-#define SNAPBUILD_PROTOCOL_VERSION 2
+#define SNAPBUILD_PROTOCOL_VERSION 3
 
 /* Longest accepted line (one JSON text, without its '\n'). */
 #define SNAPBUILD_MAX_MESSAGE (1024 * 1024)

@@ -130,3 +130,46 @@ double now_seconds(void)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+void format_rfc3339(double t, char out[RFC3339_SIZE])
+{
+	time_t secs = (time_t)t;
+	long usec = (long)((t - (double)secs) * 1e6 + 0.5);
+	struct tm tm;
+
+	if (usec >= 1000000) {
+		secs++;
+		usec -= 1000000;
+	}
+	char date[24];
+
+	gmtime_r(&secs, &tm);
+	strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, RFC3339_SIZE, "%.19s.%06dZ", date, (int)usec);
+}
+
+double parse_rfc3339(const char *s)
+{
+	struct tm tm = {0};
+	const char *p = s && *s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+	double frac = 0;
+	long off = 0;
+	int hh, mm;
+
+	if (p == NULL)
+		return 0;
+	if (*p == '.') {
+		char *end;
+		frac = strtod(p, &end);
+		p = end;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &hh, &mm) == 2) {
+		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return 0;
+	}
+	return *p == '\0' ? (double)timegm(&tm) - (double)off + frac : 0;
+}

@@ -34,4 +34,12 @@ bool uuid_valid(const char *s);
 /* Seconds and milliseconds since the epoch, from the realtime clock. */
 double now_seconds(void);
 
+/* t (seconds since the epoch) as RFC 3339 in UTC with microseconds:
+ * "2026-12-04T20:14:10.123456Z", the one time format of the protocol's JSON. */
+#define RFC3339_SIZE 40
+void format_rfc3339(double t, char out[RFC3339_SIZE]);
+/* RFC 3339 ("Z" or an offset, optional fraction) to seconds since the epoch; 0 when s is
+ * NULL, empty or not such a time. */
+double parse_rfc3339(const char *s);
+
 #endif

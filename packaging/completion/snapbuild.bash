@@ -35,21 +35,23 @@ except (ValueError, AttributeError):
 	fi
 }
 
-# Options that take a value, globally and per command (context's -f is --dockerfile,
-# logs' -f is --follow).
+# Options that take a value, globally and per command (create's and context's -f is
+# --dockerfile, logs' -f is --follow, prune's -f is --force).
 _snapbuild_takes_value()
 {
 	case $2 in
 	--socket | -o | --output) return 0 ;;
 	esac
 	case $1:$2 in
-	create:--context | create:--dockerfile | create:--image | create:--alias | \
-		create:--cache-key | create:--ttl | create:--tag | create:--build-arg | \
-		create:--arch | context:--dockerfile | context:-f | context:--save | \
+	create:--context | create:-c | create:--dockerfile | create:--file | create:-f | \
+		create:--image | create:-i | create:--alias | create:-a | create:-t | \
+		create:--cache-key | create:-k | create:--ttl | create:--tag | \
+		create:--build-arg | create:--arch | create:--progress | \
+		context:--dockerfile | context:-f | context:--save | \
 		jobs:--state | jobs:--limit | jobs:--cursor | ls:--state | ls:--limit | \
 		ls:--cursor | logs:--after | prune:--older-than | snapshots:--limit | \
-		snapshots:--cursor | snapshots:--tag | snapshot:--limit | snapshot:--cursor | \
-		snapshot:--tag)
+		snapshots:--cursor | snapshots:--tag | snapshots:--page-size | snapshot:--limit | \
+		snapshot:--cursor | snapshot:--tag | snapshot:--page-size)
 		return 0
 		;;
 	esac
@@ -102,14 +104,17 @@ _snapbuild()
 		*:-o | *:--output)
 			COMPREPLY=($(compgen -W "table json" -- "$cur"))
 			;;
-		create:--context)
+		create:--context | create:-c)
 			_snapbuild_files dir
 			;;
-		*:--dockerfile | context:-f | *:--save)
+		*:--dockerfile | *:--file | create:-f | context:-f | *:--save)
 			_snapbuild_files file
 			;;
 		create:--arch)
 			COMPREPLY=($(compgen -W "amd64 arm64" -- "$cur"))
+			;;
+		create:--progress)
+			COMPREPLY=($(compgen -W "auto tty plain quiet" -- "$cur"))
 			;;
 		*:--state)
 			COMPREPLY=($(compgen -W "packing queued uploading building pushing
@@ -129,13 +134,19 @@ _snapbuild()
 	fi
 
 	local opts="--help" jobs=0
+	local create_opts=" --context -c --dockerfile --file -f --image -i --alias -a -t
+		--cache-key -k --ci --ttl --tag --build-arg --local --remote --arch --detach -d
+		--quiet -q --progress -o"
+	# `snapshots create` is `create`: its options and values are create's.
+	if [[ $command == snapshot* && ${args[0]-} == create ]]; then
+		command=create
+	fi
 	case $command in
 	create)
-		opts+=" --context --dockerfile --image --alias --cache-key --ci --ttl --tag
-			--build-arg --local --remote --arch --detach -o"
+		opts+=$create_opts
 		;;
 	jobs | ls)
-		opts+=" --state --limit --cursor --all-users -o"
+		opts+=" --state --limit --cursor --all-users --no-trunc -o"
 		;;
 	logs)
 		opts+=" -f --follow --raw --after -o"
@@ -150,7 +161,7 @@ _snapbuild()
 		jobs=1
 		;;
 	prune)
-		opts+=" --older-than --all-users -o"
+		opts+=" --older-than --all --force -f --all-users -o"
 		;;
 	context)
 		opts+=" --dockerfile --files --save -o"
@@ -165,14 +176,14 @@ _snapbuild()
 			if [[ $cur == -* ]]; then
 				COMPREPLY=($(compgen -W "--help" -- "$cur"))
 			else
-				COMPREPLY=($(compgen -W "list get alias unalias retire help" -- "$cur"))
+				COMPREPLY=($(compgen -W "create list get alias unalias retire help" -- "$cur"))
 			fi
 			return
 			;;
-		list) opts+=" --limit --cursor --exclude-retired --tag -o" ;;
+		list) opts+=" --limit --cursor --exclude-retired --tag --page-size --ci -o" ;;
 		help)
 			((${#args[@]} == 1)) &&
-				COMPREPLY=($(compgen -W "list get alias unalias retire" -- "$cur"))
+				COMPREPLY=($(compgen -W "create list get alias unalias retire" -- "$cur"))
 			return
 			;;
 		*) opts+=" -o" ;;

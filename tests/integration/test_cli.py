@@ -158,7 +158,10 @@ class OutputFormats(unittest.TestCase):
         table = self.d.cli("jobs", "-o", "table")
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertRegex(table.stdout, r"^ID\s+STATE\s+BACKEND")
-        self.assertIn(self.job, table.stdout)
+        # 12 characters of the id, as docker ps shows them; --no-trunc the whole of it.
+        self.assertIn(self.job[:12] + " ", table.stdout)
+        self.assertNotIn(self.job, table.stdout)
+        self.assertIn(self.job, self.d.cli("jobs", "--no-trunc").stdout)
         for args in (("jobs",), ("jobs", "-o", "text"), ("-o", "table", "jobs"),
                      ("ls", "--output=table"), ("jobs", "-otable")):
             with self.subTest(args=args):

@@ -41,7 +41,7 @@ class CliTest(unittest.TestCase):
             r = self.d.cli(*args)
             self.assertEqual(r.returncode, 0, r.stderr)
             info = json.loads(r.stdout)
-            self.assertEqual(info["protocol_version"], 2)
+            self.assertEqual(info["protocol_version"], 3)
             self.assertEqual(info["socket"], self.d.socket)
             self.assertEqual(info["state_dir"], self.d.state_dir)
             self.assertEqual(info["pid"], self.d.proc.pid)
@@ -61,11 +61,11 @@ class CliTest(unittest.TestCase):
     def test_version(self):
         r = self.d.cli("version")
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"snapbuild \S+ \(protocol 2\)\nsnapbuildd \S+ \(protocol 2\)")
+        self.assertRegex(r.stdout, r"snapbuild \S+ \(protocol 3\)\nsnapbuildd \S+ \(protocol 3\)")
         r = self.d.cli("version", "-o", "json")
         v = json.loads(r.stdout)
-        self.assertEqual(v["client"]["protocol_version"], 2)
-        self.assertEqual(v["daemon"]["protocol_version"], 2)
+        self.assertEqual(v["client"]["protocol_version"], 3)
+        self.assertEqual(v["daemon"]["protocol_version"], 3)
 
     def test_help_and_usage_errors(self):
         r = run_cli("help")
@@ -149,7 +149,7 @@ class ProtocolMismatchTest(unittest.TestCase):
         threading.Thread(target=serve, daemon=True).start()
         r = run_cli("--socket", path, "jobs")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("speaks protocol 1, this snapbuild protocol 2", r.stderr)
+        self.assertIn("speaks protocol 1, this snapbuild protocol 3", r.stderr)
         self.assertEqual(seen, ["daemon.version"])
 
 
@@ -164,7 +164,7 @@ class ProtocolTest(unittest.TestCase):
 
     def assertAlive(self):
         self.assertIsNone(self.d.proc.poll(), "daemon died:\n" + self.d.log())
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
 
     def test_unknown_method(self):
         with self.d.conn() as c:
@@ -181,7 +181,7 @@ class ProtocolTest(unittest.TestCase):
             self.assertIsInstance(answers, list)
             self.assertEqual(len(answers), 3)
             by_id = {a["id"]: a for a in answers}
-            self.assertEqual(by_id["a"]["result"]["protocol_version"], 2)
+            self.assertEqual(by_id["a"]["result"]["protocol_version"], 3)
             self.assertEqual(by_id["b"]["error"]["code"], -32601)
             self.assertEqual(by_id[None]["error"]["code"], -32600)
             # notifications alone get nothing: the next answer is the next request's
@@ -209,13 +209,13 @@ class ProtocolTest(unittest.TestCase):
             m = c.read()
             self.assertEqual(m["error"]["code"], -32600)
             self.assertIsNone(m["id"])
-            self.assertEqual(c.result("daemon.version")["protocol_version"], 2)
+            self.assertEqual(c.result("daemon.version")["protocol_version"], 3)
             # blank lines are ignored
             c.send_raw(b"\n\r\n   \n")
-            self.assertEqual(c.result("daemon.version")["protocol_version"], 2)
+            self.assertEqual(c.result("daemon.version")["protocol_version"], 3)
             # just under the limit is fine
             params = ["y" * ((1 << 20) - 200)]
-            self.assertEqual(c.result("daemon.version", params)["protocol_version"], 2)
+            self.assertEqual(c.result("daemon.version", params)["protocol_version"], 3)
         self.assertAlive()
 
     def test_random_bytes_and_half_written_messages(self):
@@ -275,7 +275,7 @@ class ProtocolTest(unittest.TestCase):
             try:
                 with Conn(self.d.socket) as c:
                     r = c.call("daemon.version", [i])
-                    if r.get("result", {}).get("protocol_version") != 2:
+                    if r.get("result", {}).get("protocol_version") != 3:
                         errors.append(r)
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(e)
@@ -291,7 +291,7 @@ class ProtocolTest(unittest.TestCase):
         try:
             with self.d.conn() as c:
                 res = c.call("daemon.version", fds=[w])
-                self.assertEqual(res["result"]["protocol_version"], 2)
+                self.assertEqual(res["result"]["protocol_version"], 3)
                 os.close(w)
                 w = -1
                 # daemon.version does not claim it, so the daemon closed its copy: EOF
@@ -367,7 +367,7 @@ class StartupTest(unittest.TestCase):
     def test_version_and_help_flags(self):
         r = self.run_daemon("--version")
         self.assertEqual(r.returncode, 0)
-        self.assertIn("protocol 2", r.stdout)
+        self.assertIn("protocol 3", r.stdout)
         r = self.run_daemon("--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("--socket", r.stdout)

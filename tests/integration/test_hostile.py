@@ -148,7 +148,7 @@ class Raw:
         while True:
             m = self.answer()
             if m.get("id") == "ping":
-                return m["result"]["protocol_version"] == 2
+                return m["result"]["protocol_version"] == 3
 
     def close(self):
         self.c.close()
@@ -195,7 +195,7 @@ class SocketTest(unittest.TestCase):
         s.connect(self.d.socket)
         s.sendall(b'{"jsonrpc":"2.0","id":4,"meth')
         s.close()
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
 
     def test_oversize_messages(self):
         r = self.raw()
@@ -278,7 +278,7 @@ class SocketTest(unittest.TestCase):
                         a = c.call(method, params)
                         self.assertEqual(a["error"]["code"], -32602, (method, params, a))
                         self.assertIn(field, a["error"]["message"], (method, params, a))
-            self.assertEqual(c.result("daemon.version")["protocol_version"], 2)
+            self.assertEqual(c.result("daemon.version")["protocol_version"], 3)
 
     def test_envelopes(self):
         r = self.raw()
@@ -512,7 +512,7 @@ class ConnectionLimitsTest(unittest.TestCase):
         # The daemon answers others while the flood is held open.
         v = self.victim_info()
         self.assertEqual(v["result"]["caller"]["uid"], self.VICTIM, v)
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
         watch.stop()
         self.end(p)
         # Past 16 MiB of unfinished input its connections are dropped with a notice.
@@ -816,7 +816,7 @@ class NetworkTest(unittest.TestCase):
         wait_job(self.d, job, states=("building",))
         watch = RssWatch(self.d.proc.pid)
         wait_for(lambda: self.builder.sent > 160 * MiB, 120, "160 MiB of one line")
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
         with self.d.conn() as c:
             c.result("build.cancel", {"id": job})
         j = wait_job(self.d, job)
@@ -854,7 +854,7 @@ class NetworkTest(unittest.TestCase):
             self.assertIsInstance(e["text"], str)
             e["text"].encode("utf-8")
         assert_bounded(self, watch, 48)
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
 
     def test_status_that_is_not_json(self):
         self.builder.logs = lambda b, w, last: b.write(w, b"id: 1\ndata: ok\n\n" + DONE)
@@ -990,7 +990,7 @@ class ContextTest(unittest.TestCase):
                 self.assertEqual(job["state"], "succeeded", job)
                 b = self.sim.build(job["build_id"])
                 self.assertIn("./Dockerfile", [f["path"] for f in b["files"]])
-        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(self.d.call("daemon.version")["protocol_version"], 3)
 
     def test_special_files(self):
         if os.geteuid() != 0:
@@ -1066,7 +1066,7 @@ class StorageFullTest(unittest.TestCase):
             self.assertEqual(a["error"]["code"], -32006, a)
         else:
             self.assertIn(wait_job(d, a["result"]["id"])["state"], ("succeeded", "failed"))
-        self.assertEqual(d.call("daemon.version")["protocol_version"], 2)
+        self.assertEqual(d.call("daemon.version")["protocol_version"], 3)
         self.assertIn("cannot write to the database", d.log())
 
 

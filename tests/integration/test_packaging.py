@@ -807,13 +807,19 @@ class Completion(unittest.TestCase):
 
     def test_create_flags_and_values(self):
         flags = ["--alias", "--arch", "--build-arg", "--cache-key", "--ci", "--context",
-                 "--detach", "--dockerfile", "--help", "--image", "--local", "--remote",
-                 "--tag", "--ttl", "-o"]
+                 "--detach", "--dockerfile", "--file", "--help", "--image", "--local",
+                 "--progress", "--quiet", "--remote", "--tag", "--ttl", "-a", "-c", "-d", "-f",
+                 "-i", "-k", "-o", "-q", "-t"]
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "create", "-"), flags)
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--arch", ""),
                              ["amd64", "arm64"])
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--tag", ""), [])
+            self.assertEqual(self.complete(mode, "snapbuild", "create", "--progress", ""),
+                             ["auto", "plain", "quiet", "tty"])
+            # snapshots create is create.
+            self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "create", "-"),
+                             flags)
             os.makedirs(os.path.join(self.dir, "ctx-dir"), exist_ok=True)
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--context", "ctx-"),
                              ["ctx-dir"])
@@ -833,7 +839,7 @@ class Completion(unittest.TestCase):
     def test_subcommands(self):
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", ""),
-                             ["alias", "get", "help", "list", "retire", "unalias"])
+                             ["alias", "create", "get", "help", "list", "retire", "unalias"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--e"),
                              ["--exclude-retired"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--tag",

@@ -123,7 +123,7 @@ class PythonModule(unittest.TestCase):
     def test_call_follow_wait_in_process(self):
         job = submit_ok(self.d, self.ctx, alias="inproc@v1")
         with snapbuild.Client(self.d.socket, timeout=60) as c:
-            self.assertEqual(c.call("daemon.version")["protocol_version"], 2)
+            self.assertEqual(c.call("daemon.version")["protocol_version"], 3)
             info = c.call("daemon.info")
             self.assertEqual(info["caller"]["uid"], os.getuid())
             events = list(c.follow(job["id"]))

@@ -300,12 +300,12 @@ class SnapshotsTest(unittest.TestCase):
             e = error_of(self.rpc(method, params))
             self.assertEqual(e["code"], -32001, (method, e))
             self.assertEqual(e["data"]["status"], 404)
-            self.assertIn("does not exist", e["data"]["hint"])
+            self.assertIn("check the id or alias", e["data"]["hint"])
             self.assertTrue(e["message"])
         r = self.cli("snapshots", "get", missing)
         self.assertEqual(r.returncode, 1)
         self.assertIn("snapshot not found", r.stderr)
-        self.assertIn("hint: it does not exist", r.stderr)
+        self.assertIn("hint: not found: check the id or alias", r.stderr)
         r = self.cli("snapshots", "get", missing, "-o", "json")
         self.assertEqual(json.loads(r.stdout)["error"]["data"]["status"], 404)
 
@@ -317,7 +317,7 @@ class SnapshotsTest(unittest.TestCase):
         self.assertIn("API key", e["data"]["hint"])
         r = self.cli("snapshots", "list")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("hint: check the API key", r.stderr)
+        self.assertIn("hint: the daemon's API key was refused", r.stderr)
         # not retried: a wrong key stays wrong
         self.assertEqual(len(self.sim_requests("GET", "/v1/snapshots")), 2)
         self.assertNotIn("sk-wrong-key-1234", r.stderr + r.stdout + self.d.log())
@@ -430,7 +430,8 @@ class SnapshotsTest(unittest.TestCase):
                                    "-", "7 mins ago",
                                    "app=web, owner=team-with-a-rather-long-name, zone=eu"])
         self.assertEqual([r[2:6] for r in rows[:3]], [["no", "-", "just now", "k=v"]] * 3)
-        self.assertIn("more: snapbuild snapshots list --cursor 22222222-", r.stderr)
+        # The next page of the same list: the filters again, and the cursor.
+        self.assertIn("more: snapbuild snapshots list --limit 4 --cursor 22222222-", r.stderr)
         r = self.cli("snapshots", "list", "--cursor", "22222222-2222-4222-8222-222222222222")
         self.assertEqual(re.split(r"\s{2,}", r.stdout.splitlines()[1]),
                          ["11111111-1111-4111-8111-111111111111", "5.0 GiB", "no",
@@ -457,7 +458,7 @@ class SnapshotsTest(unittest.TestCase):
         env = clean_env(PAGER="echo \"LESS=$LESS\"; sed 's/^/PAGED:/'")
         env.pop("LESS", None)
         rc, out, err = run_pty([CLI, "--socket", self.d.socket, "snapshots", "list",
-                                "--limit", "3"], env, cols=120)
+                                "--page-size", "3"], env, cols=120)
         self.assertEqual(rc, 0, err)
         lines = out.splitlines()
         self.assertEqual(lines[0], "LESS=FRX")  # less gets -F -R -X unless LESS is set

@@ -371,10 +371,16 @@ class TerminalTest(unittest.TestCase):
 
         def check_jobs(rc, out, err, color, _, what):
             self.assertEqual(rc, 0, what)
-            row = next(l for l in out.splitlines() if l.startswith(self.ok["id"].encode()))
-            # On a terminal the cell is cut to 40 columns; in a pipe it is whole.
-            self.assertIn(sid[:39], row, what)
+            # Ids are cut to 12 characters, as docker ps cuts them.
+            row = next(l for l in out.splitlines() if l.startswith(self.ok["id"][:12].encode()))
+            self.assertIn(b"   " + sid[:12] + b"   ", row, what)
         self.run_modes(["jobs"], check_jobs)
+
+        def check_jobs_whole(rc, out, err, color, _, what):
+            self.assertEqual(rc, 0, what)
+            row = next(l for l in out.splitlines() if l.startswith(self.ok["id"].encode()))
+            self.assertIn(sid, row, what)
+        self.run_modes(["jobs", "--no-trunc"], check_jobs_whole)
 
     def test_snapshots_list_and_get(self):
         tags = sanitize("note=" + HOSTILE_TAG + ", snapbuild.job=job-x", field=True)
@@ -414,7 +420,7 @@ class TerminalTest(unittest.TestCase):
         self.run_modes(["snapshots", "get", "@evil"], check_service_error)
 
         def check_params_error(rc, out, err, color, _, what):
-            self.assertEqual(rc, 1, what)
+            self.assertEqual(rc, 2, what)  # a parameter the daemon refused: usage error
             self.assertIn(b"bad\\x1b]0;x\\x07alias", out + err, what)
         self.run_modes(["create", "--context", self.ctx, "--alias", "bad\x1b]0;x\x07alias"],
                        check_params_error)
@@ -434,10 +440,15 @@ class TerminalTest(unittest.TestCase):
         def check_failed(rc, out, err, color, _, what):
             self.assertEqual(rc, 1, what)
             both = out + err
-            want = "✖ Build failed: ".encode() + sanitize(error, color=color) + b"\n"
+            job = re.search(rb"Build failed \(job ([0-9a-f-]{12})\)", both).group(1)
+            cross = b"\x1b[31m\xe2\x9c\x96\x1b[0m" if color else "✖".encode()
+            want = (cross + b" Build failed (job " + job + b"): " + sanitize(error, color=color)
+                    + b"\n")
             self.assertIn(want, both, what)
             self.assertIn(b"boom \\x1b]0;owned\\x07 \\x1b[2J\\x0dFORGED green \\u009b2J "
                           b"\\u009d0;x\\u009c bel\\x07 two\nlines\n", SGR.sub(b"", want))
+            self.assertIn(b"snapbuild logs " + job + b"\n", both, what)
+            self.assertEqual(both.count(b"FORGED"), 1, what)
             self.assertEqual(b"\x1b[32mgreen\x1b[0m" in want, color, what)
         self.run_modes(["create", "--context", self.ctx, "--cache-key", "fail"], check_failed)
 

@@ -24,7 +24,7 @@ import socket as _socket
 
 __all__ = ["Client", "Error", "ConnectError", "PROTOCOL_VERSION", "default_socket_path"]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 SYSTEM_SOCKET = "/run/snapbuild/snapbuild.sock"
 
 # JSON-RPC error codes of the protocol.
