@@ -64,7 +64,7 @@ static void check_errors(void)
 
 	/* After errors the connection still works, and a success clears the last error. */
 	check(snapbuild_call(sb, "daemon.version", "{}", &res, &err) == 0 && res != NULL &&
-	          strstr(res, "\"protocol_version\":2") != NULL &&
+	          strstr(res, "\"protocol_version\":3") != NULL &&
 	          snapbuild_last_error_code(sb) == 0 && snapbuild_last_error_json(sb) == NULL,
 	      "still-usable", err);
 	snapbuild_free(res);
@@ -115,7 +115,7 @@ static void *thread_main(void *arg)
 	*ok = sb != NULL;
 	for (int i = 0; *ok && i < 50; i++) {
 		*ok = snapbuild_call(sb, "daemon.version", NULL, &res, &err) == 0 &&
-		      strstr(res, "\"protocol_version\":2") != NULL;
+		      strstr(res, "\"protocol_version\":3") != NULL;
 		snapbuild_free(res);
 		res = NULL;
 	}
