@@ -32,16 +32,18 @@ struct pack_options {
 	                           file or a symlink resolving inside it (NULL: "Dockerfile") */
 	bool to_fd;             /* the archive is written to out_fd (borrowed) */
 	int out_fd;
-	const char *out_dir;    /* else, when set: archive written to <out_dir>/<sha256>.tar.gz
-	                           via a temp file + fsync + rename; neither = inspect only */
-	int threads;            /* compression threads, 0 = number of CPUs */
-	int level;              /* gzip level 1..12 (libdeflate), 0 = default 6 */
-	bool list_files;        /* fill result->files (inspect) */
-	volatile int *cancel;   /* polled; nonzero -> stop with PACK_CANCELLED (may be NULL) */
+	const char *out_dir;  /* else, when set: archive written to <out_dir>/<sha256>.tar.gz
+	                         via a temp file + fsync + rename; neither = inspect only */
+	int threads;          /* compression threads, 0 = number of CPUs */
+	int level;            /* gzip level 1..12 (libdeflate), 0 = default 6 */
+	bool list_files;      /* fill result->files (inspect) */
+	volatile int *cancel; /* polled; nonzero -> stop with PACK_CANCELLED (may be NULL) */
 	void (*on_warning)(void *arg, const char *msg); /* e.g. "skipped FIFO ./x"; called on
 	                                                   the packing thread */
 	void (*on_progress)(void *arg, uint64_t files, uint64_t bytes); /* at most ~10/s */
 	void *arg;
+	const char *cache_dir;    /* the pack cache (packcache.h); NULL: none */
+	uint64_t cache_max_bytes; /* its cap, 0 = PACKCACHE_DEFAULT_BYTES */
 };
 
 struct pack_file {
@@ -67,6 +69,7 @@ struct pack_result {
 	                    "./dir/"), in walk order */
 	size_t nexcluded;
 	size_t nwarnings;
+	uint64_t cache_hits, cache_misses; /* with a cache: chunks taken from it / compressed */
 };
 
 enum { PACK_OK = 0, PACK_ERROR = 1, PACK_CANCELLED = 2 };

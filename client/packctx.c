@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "packcache.h"
 #include "util.h"
 
 #define PACKCTX_MAX_WARNINGS 1000
@@ -78,8 +79,8 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 	*err = NULL;
 	dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dirfd < 0) {
-		*err = xasprintf("cannot open the context directory %s: %s", o->dir,
-		                 strerror(errno));
+		*err =
+		    xasprintf("cannot open the context directory %s: %s", o->dir, strerror(errno));
 		return -1;
 	}
 	int out = o->out_fd;
@@ -91,6 +92,7 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 		}
 	}
 	pthread_mutex_init(&run.lock, NULL);
+	char *cache_dir = o->no_cache || o->inspect_only ? NULL : packcache_default_dir();
 	struct pack_options po = {
 	    .dirfd = dirfd,
 	    .dockerfile = o->dockerfile,
@@ -102,8 +104,10 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 	    .on_warning = packctx_warning_cb,
 	    .on_progress = packctx_progress_cb,
 	    .arg = &run,
+	    .cache_dir = cache_dir,
 	};
 	pack_run(&po, &p->result);
+	free(cache_dir);
 	pthread_mutex_destroy(&run.lock);
 	close(dirfd);
 	if (p->result.status != PACK_OK) {
