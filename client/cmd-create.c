@@ -108,13 +108,15 @@ static void pack_progress_cb(void *arg, uint64_t files, uint64_t bytes)
 }
 
 /* Packs dir into p, printing warnings (and progress on a terminal); 0, or the exit code. */
-static int pack_context(const char *dir, const char *dockerfile, bool live, struct packctx *p)
+static int pack_context(const char *dir, const char *dockerfile, bool live, bool no_cache,
+                        struct packctx *p)
 {
 	char *err = NULL;
 	struct packctx_options po = {
 	    .dir = dir,
 	    .dockerfile = dockerfile,
 	    .out_fd = -1,
+	    .no_cache = no_cache,
 	    .cancel = (volatile int *)&cmd_interrupted,
 	    .on_progress = live ? pack_progress_cb : NULL,
 	    .arg = (void *)dir,
@@ -157,7 +159,8 @@ const struct cmd_entry cmd_create_entry = {
     .usage = "[--context DIR | --image IMAGE] [--dockerfile FILE]\n"
              "                        [--alias ALIAS] [--tag K=V]... [--build-arg K=V]...\n"
              "                        [--ttl SECONDS] [--cache-key KEY] [--local | --remote]\n"
-             "                        [--arch amd64|arm64] [--detach] [--ci] [-o table|json]",
+             "                        [--arch amd64|arm64] [--no-cache] [--detach] [--ci]\n"
+             "                        [-o table|json]",
     .summary = "build a context (or an image) into a snapshot",
     .exec = cmd_create_exec,
 };
@@ -178,12 +181,13 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 	    {"remote", no_argument, NULL, 'R'},
 	    {"arch", required_argument, NULL, 'A'},
 	    {"detach", no_argument, NULL, 'd'},
+	    {"no-cache", no_argument, NULL, 'N'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *context = NULL, *image = NULL, *dockerfile = NULL;
-	bool ci = false, detach = false;
+	bool ci = false, detach = false, no_cache = false;
 	int rc = 2, opt;
 	struct packctx packed = {.fd = -1};
 	json_object *params = json_object_new_object();
@@ -258,6 +262,10 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 		case 'd':
 			detach = true;
 			break;
+		case 'N':
+			no_cache = true;
+			json_object_object_add(params, "no_cache", json_object_new_boolean(1));
+			break;
 		case 'o':
 			if ((rc = cmd_set_output(ctx, &cmd_create_entry, optarg)) != CMD_EXIT_OK)
 				goto out;
@@ -290,7 +298,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 	if (!image) {
 		if (!context)
 			context = ".";
-		if ((rc = pack_context(context, dockerfile, live, &packed)) != 0)
+		if ((rc = pack_context(context, dockerfile, live, no_cache, &packed)) != 0)
 			goto out;
 		char *abs = realpath(context, NULL);
 		json_object_object_add(params, "context",

@@ -132,7 +132,7 @@ _snapbuild()
 	case $command in
 	create)
 		opts+=" --context --dockerfile --image --alias --cache-key --ci --ttl --tag
-			--build-arg --local --remote --arch --detach -o"
+			--build-arg --local --remote --arch --no-cache --detach -o"
 		;;
 	jobs | ls)
 		opts+=" --state --limit --cursor --all-users -o"
@@ -153,7 +153,7 @@ _snapbuild()
 		opts+=" --older-than --all-users -o"
 		;;
 	context)
-		opts+=" --dockerfile --files --save -o"
+		opts+=" --dockerfile --files --save --no-cache -o"
 		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
 			_snapbuild_files dir
 			return

@@ -62,7 +62,7 @@ CONFIG_KEYS = [
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
     "local_engine_args", "local_isolation", "stall_timeout_seconds", "max_context_bytes",
     "max_connections_per_user", "ca_file", "proxy", "no_proxy", "max_queued_per_user",
-    "max_spool_bytes_per_user", "max_log_bytes",
+    "max_spool_bytes_per_user", "max_log_bytes", "reuse_max_age", "default_cache_key",
 ]
 
 WORK = None  # temporary directory of this run
@@ -741,8 +741,8 @@ class Completion(unittest.TestCase):
 
     def test_create_flags_and_values(self):
         flags = ["--alias", "--arch", "--build-arg", "--cache-key", "--ci", "--context",
-                 "--detach", "--dockerfile", "--help", "--image", "--local", "--remote",
-                 "--tag", "--ttl", "-o"]
+                 "--detach", "--dockerfile", "--help", "--image", "--local", "--no-cache",
+                 "--remote", "--tag", "--ttl", "-o"]
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "create", "-"), flags)
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--arch", ""),
