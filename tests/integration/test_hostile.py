@@ -1019,7 +1019,7 @@ class StorageFullTest(unittest.TestCase):
         first = wait_job(d, submit_ok(d, ctx)["id"])
         self.assertEqual(first["state"], "succeeded", first)
         sim.faults(log_lines=100000)
-        job = submit_ok(d, ctx)["id"]
+        job = submit_ok(d, ctx, no_cache=True)["id"]  # built again, not reused
         j = wait_job(d, job, timeout=120)
         self.assertEqual(j["state"], "failed", j)
         self.assertIn("storage", j["error"])
