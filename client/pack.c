@@ -1,6 +1,6 @@
 /*
- * The context packer: the one module that knows libarchive, libdeflate and the
- * SHA-256 of libcrypto.
+ * The context packer: the one module that knows libarchive, libdeflate (packcache.c
+ * borrows its CRC-32) and the SHA-256 of libcrypto.
  *
  * The walk reads each directory whole, sorts its entries so that a depth-first walk
  * yields paths in byte order ("a.txt" before "a/b": a directory sorts as "name/"), and
@@ -9,10 +9,15 @@
  * before anything is opened, files are opened O_NONBLOCK|O_NOFOLLOW and checked again
  * with fstat, so a FIFO is never read and a swapped entry is noticed.
  *
- * libarchive writes the tar into pack_gz, which cuts it into chunks of PACK_CHUNK
- * bytes; worker threads compress each chunk into an independent gzip member, and the
- * packing thread writes the members in order (helping to compress while it waits), so
- * at most 2 x threads chunks are ever in memory.
+ * The walk only stats entries and gathers them into chunks (pack_place); when a chunk
+ * closes, its key (paths, device, inode, size, mode, mtime and ctime in ns, link
+ * targets) is looked up in the pack cache, and only on a miss are its files read and
+ * written by libarchive, unbuffered, into the chunk's buffer.  Worker threads compress
+ * each chunk into an independent gzip member, and the packing thread writes the members
+ * in order (helping to compress while it waits), filing new ones in the cache, so at
+ * most 2 x threads chunks are ever in memory.  Files changed in the clock tick the pack
+ * started in are not cached: a second change within one tick would leave their stats
+ * as they were.
  */
 #include "pack.h"
 
@@ -877,6 +882,9 @@ static int pack_place(struct pack_ctx *c, struct pack_pend *p)
 	p->cacheable =
 	    p->st.st_ctim.tv_sec < c->racy.tv_sec ||
 	    (p->st.st_ctim.tv_sec == c->racy.tv_sec && p->st.st_ctim.tv_nsec < c->racy.tv_nsec);
+	/* Whole-second stamps (FAT keeps 2 s, some network filesystems 1 s): keep clear. */
+	if (p->st.st_ctim.tv_nsec == 0 && p->st.st_ctim.tv_sec + 2 >= c->racy.tv_sec)
+		p->cacheable = false;
 	if (p->link == NULL && (uint64_t)p->st.st_size >= PACK_BIG) {
 		rc = pack_flush(c);
 		if (rc == 0)

@@ -6,9 +6,13 @@
  * directories not stored.  Modes keep their permission bits and mtimes their whole
  * seconds (nanoseconds dropped), so the same tree gives a byte-identical archive.
  *
- * The gzip stream is a series of independent members, one per 1 MiB of tar,
- * compressed in parallel (libdeflate) with a bounded number of chunks in flight, so
- * memory does not grow with the context.  The archive goes to a descriptor (the
+ * The gzip stream is a series of independent members, one per chunk of whole entries
+ * (at most 1 MiB of tar; a big file gets one per MiB of its content), compressed in
+ * parallel (libdeflate) with a bounded number of chunks in flight, so memory does not
+ * grow with the context.  Where the chunks end depends only on the paths and stats the
+ * walk sees, so with a pack cache (cache_dir, packcache.h) a chunk whose files did not
+ * change is copied from the cache instead of read and compressed again — and the
+ * archive is byte for byte the one a cold pack makes.  The archive goes to a descriptor (the
  * client's temporary file handed to the daemon, or `snapbuild context --save`), or is
  * stored as <out_dir>/<sha256>.tar.gz through a temporary file, fsync and rename.
  *
