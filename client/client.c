@@ -107,6 +107,11 @@ void sb_client_close(struct sb_client *c)
 	free(c);
 }
 
+int sb_client_fd(const struct sb_client *c)
+{
+	return c->fd;
+}
+
 void sb_client_set_interrupt(struct sb_client *c, volatile sig_atomic_t *flag)
 {
 	c->interrupt = flag;

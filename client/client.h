@@ -35,6 +35,9 @@ const char *sb_default_socket_path(void);
 struct sb_client *sb_client_connect(const char *socket_path, char **err);
 void sb_client_close(struct sb_client *c);
 
+/* The connection's socket, e.g. to shut it down from a notification callback. */
+int sb_client_fd(const struct sb_client *c);
+
 /*
  * A blocking call returns SB_CALL_INTERRUPTED when a signal interrupts it and
  * *flag != 0 (install the handler without SA_RESTART).  The connection should then

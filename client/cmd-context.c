@@ -38,9 +38,29 @@ static void print_file(json_object *f)
 	free(b);
 }
 
-/* A temporary file next to path, renamed over it once the archive is complete. */
+/*
+ * A temporary file next to path, renamed over it once the archive is complete, so a
+ * failed pack never leaves half an archive.  What exists and is not a regular file (a
+ * FIFO, a terminal, /dev/null) is written to as it is, never replaced; "-" is stdout.
+ */
 static int open_save(const char *path, char **tmp)
 {
+	struct stat st;
+	*tmp = NULL;
+	if (strcmp(path, "-") == 0) {
+		if (isatty(STDOUT_FILENO)) {
+			fprintf(stderr, "snapbuild: --save - writes the archive to standard output, "
+			                "which is a terminal: redirect it to a file or a pipe\n");
+			return -1;
+		}
+		return dup(STDOUT_FILENO);
+	}
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			fprintf(stderr, "snapbuild: cannot write %s: %s\n", path, strerror(errno));
+		return fd;
+	}
 	*tmp = xasprintf("%s.tmp-XXXXXX", path);
 	int fd = mkostemp(*tmp, O_CLOEXEC);
 	if (fd < 0) {
@@ -124,7 +144,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			rc = CMD_EXIT_INTERRUPTED;
 		goto out;
 	}
-	if (save && (fsync(out_fd) != 0 || rename(tmp, save) != 0)) {
+	if (tmp && (fsync(out_fd) != 0 || rename(tmp, save) != 0)) {
 		fprintf(stderr, "snapbuild: cannot write %s: %s\n", save, strerror(errno));
 		packctx_clear(&p);
 		goto out;
@@ -132,7 +152,17 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	free(tmp);
 	tmp = NULL;
 	json_object *res = packctx_json(&p, files);
-	if (ctx->json) {
+	if (save && strcmp(save, "-") == 0) {
+		/* Standard output holds the archive: the summary goes to standard error. */
+		char *b = output_bytes(p.result.archive_size);
+		if (ctx->json)
+			fprintf(stderr, "%s\n",
+			        json_object_to_json_string_ext(res, JSON_C_TO_STRING_PRETTY));
+		else
+			fprintf(stderr, "wrote the archive to standard output (%s, sha256 %s)\n", b,
+			        p.result.sha256);
+		free(b);
+	} else if (ctx->json) {
 		cmd_print_json(res);
 	} else {
 		char *total = output_bytes((uint64_t)json_int(res, "total_bytes"));

@@ -142,7 +142,8 @@ static int pack_context(const char *dir, const char *dockerfile, bool live, bool
 	for (size_t i = 0; i < p->nwarnings; i++)
 		sanitize_printf(stderr, 0, "warning: %s\n", p->warnings[i]);
 	if (live) {
-		char *a = output_bytes(p->result.total_bytes), *b = output_bytes(p->result.archive_size);
+		char *a = output_bytes(p->result.total_bytes),
+		     *b = output_bytes(p->result.archive_size);
 		fprintf(stderr, "packed %s: %llu files, %s → %s\n", dir,
 		        (unsigned long long)p->result.file_count, a, b);
 		free(a);

@@ -1,6 +1,7 @@
 /*
  * `snapbuild daemon info`: what the daemon is, where it listens and stores, which
- * services it talks to, and how busy it is.
+ * services it talks to, and how busy it is.  `snapbuild daemon metrics`: its metrics
+ * as OpenMetrics text, as Prometheus would scrape them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -73,15 +74,18 @@ static int cmd_daemon_exec(struct cmd_ctx *ctx)
 		return CMD_EXIT_OK;
 	if (ctx->argc < 2)
 		return cmd_usage_error(&cmd_daemon_entry, "missing subcommand");
-	if (strcmp(ctx->argv[1], "info") != 0)
+	bool metrics = strcmp(ctx->argv[1], "metrics") == 0;
+	if (strcmp(ctx->argv[1], "info") != 0 && !metrics)
 		return cmd_usage_error(&cmd_daemon_entry, "unknown subcommand '%s'", ctx->argv[1]);
 	if (ctx->argc > 2)
 		return cmd_usage_error(&cmd_daemon_entry, "unexpected argument '%s'", ctx->argv[2]);
 	c = cmd_connect(ctx);
-	rc = cmd_call(ctx, c, "daemon.info", NULL, &r);
+	rc = cmd_call(ctx, c, metrics ? "daemon.metrics" : "daemon.info", NULL, &r);
 	if (rc == CMD_EXIT_OK) {
 		if (ctx->json)
 			cmd_print_json(r);
+		else if (metrics)
+			sanitize_printf(stdout, 0, "%s", cmd_daemon_str(r, "text"));
 		else
 			cmd_daemon_print_info(r);
 	}
@@ -93,7 +97,8 @@ static int cmd_daemon_exec(struct cmd_ctx *ctx)
 const struct cmd_entry cmd_daemon_entry = {
     .name = "daemon",
     .alias = NULL,
-    .usage = "info [-o table|json]",
-    .summary = "show the daemon's version, socket, state directory, services and queue",
+    .usage = "info|metrics [-o table|json]",
+    .summary = "show the daemon's version, socket, state directory, services and queue, "
+               "or its metrics",
     .exec = cmd_daemon_exec,
 };

@@ -58,7 +58,8 @@ static void alias_done_cb(void *arg, const struct api_error *err, long status, j
 		                      .message = "the API answered without a snapshot object"};
 		r->cb(r->arg, ALIAS_ERROR, NULL, &e);
 	} else
-		r->cb(r->arg, alias_snapshot_built_by(r->store, body, r->uid) ? ALIAS_YOURS : ALIAS_TAKEN,
+		r->cb(r->arg,
+		      alias_snapshot_built_by(r->store, body, r->uid) ? ALIAS_YOURS : ALIAS_TAKEN,
 		      id, NULL);
 	free(r);
 }

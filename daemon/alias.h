@@ -43,8 +43,8 @@ struct api_op *alias_check(struct api *api, struct store *store, const char *ali
                            void *arg);
 
 /* The words of a refusal, for every place that refuses. */
-#define ALIAS_TAKEN_HINT                                                                   \
-	"only root, the admin group, the daemon's own user and the owner of the job that "   \
+#define ALIAS_TAKEN_HINT                                                                           \
+	"only root, the admin group, the daemon's own user and the owner of the job that "         \
 	"built the snapshot an alias points at may move it: choose another alias"
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "sse.h"
 #include "util.h"
 
@@ -441,6 +442,24 @@ static long api_delay_ms(const struct api_op *op, long base_ms, const char *retr
 	return ra > base_ms ? ra : base_ms;
 }
 
+/* The operation's series in snapbuild_api_requests_total and _retries_total. */
+static enum metrics_api api_metric(const struct api_op *op)
+{
+	switch (op->kind) {
+	case API_SUBMIT:
+		return METRICS_API_SUBMIT;
+	case API_FOLLOW:
+		return METRICS_API_LOGS;
+	case API_STATUS:
+		return METRICS_API_STATUS;
+	case API_DELETE:
+		return METRICS_API_DELETE;
+	case API_MGMT:
+		break;
+	}
+	return METRICS_API_MANAGEMENT;
+}
+
 static void api_schedule(struct api_op *op, long ms)
 {
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -618,6 +637,7 @@ static void api_http_done_cb(void *arg, const struct http_response *resp)
 	bool retryable;
 
 	op->xfer = NULL;
+	metrics_api_request(api_metric(op), resp->error ? 0 : resp->status);
 	if (resp->error == NULL && resp->status >= 200 && resp->status < 300) {
 		if (resp->body_len > 0 && api_wants_body(op) &&
 		    (body = api_parse_json(resp->body, resp->body_len)) == NULL) {
@@ -648,6 +668,7 @@ static void api_http_done_cb(void *arg, const struct http_response *resp)
 		log_debug("api: %s %s: %s; attempt %d of %d in %ld ms", op->method, op->url,
 		          resp->error ? resp->error : "retryable status", op->attempt + 1,
 		          op->max_attempts, delay);
+		metrics_api_retry(api_metric(op));
 		api_schedule(op, delay);
 		return;
 	}
@@ -1000,6 +1021,7 @@ static void follow_data_cb(void *arg, long status, const char *buf, size_t len)
 	if (op->stream_ended || op->cancelled)
 		return;
 	if (len == 0) {
+		metrics_api_request(api_metric(op), status);
 		op->answered = true;
 		evtimer_add(op->stall, &tv);
 		return;
@@ -1030,8 +1052,10 @@ static void follow_retry(struct api_op *op, const char *why, long delay_ms,
 	if (op->cbs.on_reconnect)
 		op->cbs.on_reconnect(op->arg, msg);
 	free(msg);
-	if (api_op_leave(op))
+	if (api_op_leave(op)) {
+		metrics_api_retry(api_metric(op));
 		api_schedule(op, delay_ms);
+	}
 }
 
 static long follow_reconnect_ms(const struct api_op *op)
@@ -1052,6 +1076,9 @@ static void follow_http_done_cb(void *arg, const struct http_response *resp)
 
 	op->xfer = NULL;
 	evtimer_del(op->stall);
+	/* A stream that answered 2xx was counted when it did (follow_data_cb). */
+	if (!streamed)
+		metrics_api_request(api_metric(op), resp->status);
 	if (streamed) {
 		why = xasprintf("the log stream %s",
 		                resp->error ? "dropped" : "ended without a result");

@@ -56,13 +56,13 @@ void api_op_cancel(struct api_op *op);
 /* The builder's URL for a management base URL: host prefix "api.bartender." becomes
  * "builder.", anything else is kept; trailing slashes are dropped. */
 char *api_builder_url_from_base(const char *base_url);
-/* A cache key the builder accepts: non-empty, at most 255 characters of lower-case
- * letters, digits, '.', '_', '-' and '/', with no empty path component and no tag. */
 /* Percent-encodes everything but RFC 3986's unreserved characters (malloc'd). */
 char *api_escape(const char *s);
 /* An alias as the API takes it: `tag` or `namespace@tag`, printable, no blanks and none
  * of / ? # %, at most 255 characters. */
 bool api_alias_valid(const char *alias);
+/* A cache key the builder accepts: non-empty, at most 255 characters of lower-case
+ * letters, digits, '.', '_', '-' and '/', with no empty path component and no tag. */
 bool api_cache_key_valid(const char *key);
 
 struct api_submit {

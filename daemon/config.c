@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 extern char **environ;
@@ -121,6 +122,7 @@ void config_free(struct config *cfg)
 	free(cfg->ca_file);
 	free(cfg->proxy);
 	free(cfg->no_proxy);
+	free(cfg->metrics_listen);
 	free(cfg->builder_url_override);
 	if (cfg->key_source_value != NULL)
 		explicit_bzero(cfg->key_source_value, strlen(cfg->key_source_value));
@@ -448,6 +450,24 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 		return config_parse_proxy(label, value, &cfg->proxy, err);
 	if (strcmp(key, "no_proxy") == 0) {
 		config_replace(&cfg->no_proxy, *value ? value : NULL);
+		return 0;
+	}
+	if (strcmp(key, "metrics_listen") == 0) {
+		char *host = NULL;
+		int port;
+		if (*value == '\0') {
+			config_replace(&cfg->metrics_listen, NULL);
+			return 0;
+		}
+		if (!metrics_listen_parse(value, &host, &port)) {
+			*err =
+			    xasprintf("invalid %s '%s': expected HOST:PORT such as 127.0.0.1:9464 "
+			              "or [::1]:9464",
+			              label, value);
+			return -1;
+		}
+		free(host);
+		config_replace(&cfg->metrics_listen, value);
 		return 0;
 	}
 	if (strcmp(key, "socket_mode") == 0) {

@@ -47,6 +47,8 @@ struct config {
 	int max_queued_per_user;
 	unsigned long long max_spool_bytes_per_user;
 	unsigned long long max_log_bytes; /* log text a job keeps; the rest is counted */
+
+	/* Repeat builds (job-reuse.c). */
 	int reuse_max_age;   /* seconds a succeeded build may be reused; 0 = never */
 	bool auto_cache_key; /* default_cache_key = auto: a cache key per user and project */
 
@@ -54,6 +56,7 @@ struct config {
 	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
 	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */
 	char *no_proxy; /* hosts reached without the proxy; NULL = no_proxy from the environment */
+	char *metrics_listen; /* HOST:PORT of GET /metrics; NULL = off (read at start only) */
 
 	/* Bookkeeping while layers are applied. */
 	bool config_file_explicit;  /* --config or SNAPBUILD_CONFIG: a missing file is an error */

@@ -16,6 +16,7 @@ struct server;
 struct jobs;
 struct http;
 struct api;
+struct metrics_http;
 
 struct daemon {
 	struct event_base *base;
@@ -26,6 +27,7 @@ struct daemon {
 	struct jobs *jobs;     /* job engine; NULL until it exists */
 	struct http *http;
 	struct api *api;
+	struct metrics_http *metrics_http; /* GET /metrics (metrics_listen), or NULL */
 	bool stopping; /* a graceful stop is under way */
 };
 

@@ -19,10 +19,10 @@
 
 #include "util.h"
 
-#define INTAKE_READ_BUF   (1024 * 1024)
-#define INTAKE_MAX_HOPS   8
-#define INTAKE_HINT_CLIENT                                                                 \
-	"pack the context with `snapbuild create`, libsnapbuild or the Python module; "      \
+#define INTAKE_READ_BUF (1024 * 1024)
+#define INTAKE_MAX_HOPS 8
+#define INTAKE_HINT_CLIENT                                                                         \
+	"pack the context with `snapbuild create`, libsnapbuild or the Python module; "            \
 	"they send a well-formed archive"
 
 /* Where the compressed bytes come from: the client's descriptor, or memory. */
@@ -32,12 +32,12 @@ struct intake_src {
 	const unsigned char *mem;
 	size_t memlen;
 	unsigned char *buf;
-	int out_fd;        /* the spool copy, or -1 */
-	EVP_MD_CTX *md;    /* hash of what was read, or NULL */
-	uint64_t max;      /* cap on the compressed bytes */
-	bool over_cap;     /* stopped at max */
-	int read_errno;    /* reading the client's descriptor failed */
-	int write_errno;   /* writing the spool failed */
+	int out_fd;      /* the spool copy, or -1 */
+	EVP_MD_CTX *md;  /* hash of what was read, or NULL */
+	uint64_t max;    /* cap on the compressed bytes */
+	bool over_cap;   /* stopped at max */
+	int read_errno;  /* reading the client's descriptor failed */
+	int write_errno; /* writing the spool failed */
 	volatile int *cancel;
 	bool cancelled;
 };
@@ -47,8 +47,8 @@ struct intake_check {
 	const char *dockerfile; /* cleaned */
 	uint64_t max;
 	uint64_t files, bytes;
-	int df_type;       /* 0 not seen, 'f' regular, 'l' symlink, 'o' other */
-	char *df_target;   /* symlink target of the Dockerfile */
+	int df_type;     /* 0 not seen, 'f' regular, 'l' symlink, 'o' other */
+	char *df_target; /* symlink target of the Dockerfile */
 	char *error;
 };
 
@@ -103,10 +103,10 @@ static la_ssize_t intake_read_cb(struct archive *a, void *p, const void **out)
 
 	if (n < 0)
 		archive_set_error(a, EIO, "%s",
-		                  s->cancelled     ? "cancelled"
-		                  : s->over_cap    ? "the archive is larger than the limit"
-		                  : s->read_errno  ? strerror(s->read_errno)
-		                                   : strerror(s->write_errno));
+		                  s->cancelled    ? "cancelled"
+		                  : s->over_cap   ? "the archive is larger than the limit"
+		                  : s->read_errno ? strerror(s->read_errno)
+		                                  : strerror(s->write_errno));
 	return n;
 }
 
@@ -237,8 +237,9 @@ static int intake_entry(struct intake_check *c, struct archive *a, struct archiv
 		}
 		free(target);
 	} else if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
-		rc = intake_fail(c, "member '%s' is a %s; a context holds only files, "
-		                    "directories and symlinks",
+		rc = intake_fail(c,
+		                 "member '%s' is a %s; a context holds only files, "
+		                 "directories and symlinks",
 		                 shown,
 		                 type == AE_IFCHR || type == AE_IFBLK ? "device node"
 		                 : type == AE_IFIFO                   ? "FIFO"
@@ -365,8 +366,9 @@ static int intake_check_dockerfile(struct intake_check *c, struct intake_src *ag
 		c->df_target = sub.df_target;
 	}
 	free(path);
-	return intake_fail(c, "no Dockerfile '%s' in the context archive (it must be a regular "
-	                      "file in it)",
+	return intake_fail(c,
+	                   "no Dockerfile '%s' in the context archive (it must be a regular "
+	                   "file in it)",
 	                   c->dockerfile);
 }
 
@@ -387,8 +389,7 @@ int intake_check_buffer(const void *buf, size_t len, const char *dockerfile, uin
 	if (len > max_bytes)
 		intake_fail(&c, "the archive is larger than %llu bytes",
 		            (unsigned long long)max_bytes);
-	else if (intake_pass(&src, &c) == 0 &&
-	         intake_check_dockerfile(&c, &src) == 0)
+	else if (intake_pass(&src, &c) == 0 && intake_check_dockerfile(&c, &src) == 0)
 		rc = 0;
 	if (rc < 0)
 		*err = c.error ? c.error : xstrdup("invalid archive");
@@ -399,7 +400,8 @@ int intake_check_buffer(const void *buf, size_t len, const char *dockerfile, uin
 	return rc;
 }
 
-static void intake_set(struct intake_result *r, enum intake_status st, char *error, const char *hint)
+static void intake_set(struct intake_result *r, enum intake_status st, char *error,
+                       const char *hint)
 {
 	r->status = st;
 	r->error = error;
@@ -433,7 +435,8 @@ static int intake_commit(int fd, const char *spool_dir, const char *tmp, const c
 
 void intake_run(const struct intake_options *o, struct intake_result *r)
 {
-	struct intake_src src = {.fd = o->fd, .out_fd = -1, .max = o->max_bytes, .cancel = o->cancel};
+	struct intake_src src = {
+	    .fd = o->fd, .out_fd = -1, .max = o->max_bytes, .cancel = o->cancel};
 	char *df = intake_clean_path(o->dockerfile ? o->dockerfile : "Dockerfile");
 	struct intake_check c = {.dockerfile = df, .max = o->max_bytes};
 	char *tmp = xasprintf("%s/.intake-XXXXXX", o->spool_dir), *final = NULL;
@@ -452,13 +455,14 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 		goto out;
 	}
 	if (o->declared_bytes > o->max_bytes) {
-		intake_set(r, INTAKE_INVALID,
-		           xasprintf("the context archive is %llu bytes, over the daemon's limit of "
-		                     "%llu (max_context_bytes)",
-		                     (unsigned long long)o->declared_bytes,
-		                     (unsigned long long)o->max_bytes),
-		           "leave large files out with .dockerignore, or ask the daemon's "
-		           "administrator to raise max_context_bytes");
+		intake_set(
+		    r, INTAKE_INVALID,
+		    xasprintf("the context archive is %llu bytes, over the daemon's limit of "
+		              "%llu (max_context_bytes)",
+		              (unsigned long long)o->declared_bytes,
+		              (unsigned long long)o->max_bytes),
+		    "leave large files out with .dockerignore, or ask the daemon's "
+		    "administrator to raise max_context_bytes");
 		goto out;
 	}
 	src.out_fd = mkostemp(tmp, O_CLOEXEC);
@@ -487,10 +491,10 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 		goto out;
 	}
 	if (src.read_errno) {
-		intake_set(r, INTAKE_INVALID,
-		           xasprintf("cannot read the archive descriptor: %s",
-		                     strerror(src.read_errno)),
-		           "pass the archive as a regular file opened for reading");
+		intake_set(
+		    r, INTAKE_INVALID,
+		    xasprintf("cannot read the archive descriptor: %s", strerror(src.read_errno)),
+		    "pass the archive as a regular file opened for reading");
 		goto out;
 	}
 	if (src.over_cap) {
@@ -525,19 +529,23 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 	EVP_DigestFinal_ex(src.md, digest, &dlen);
 	hex(digest, dlen, r->sha256);
 	if (src.off != o->declared_bytes || strcmp(r->sha256, o->declared_sha256) != 0) {
-		intake_set(r, INTAKE_INVALID,
-		           xasprintf("the archive received (%llu bytes, sha256 %.12s) is not the one "
-		                     "declared (%llu bytes, sha256 %.12s): it was cut short or "
-		                     "changed while the daemon read it",
-		                     (unsigned long long)src.off, r->sha256,
-		                     (unsigned long long)o->declared_bytes, o->declared_sha256),
-		           "write the whole archive before submitting, and leave it alone until "
-		           "build.submit answers");
+		intake_set(
+		    r, INTAKE_INVALID,
+		    xasprintf("the archive received (%llu bytes, sha256 %.12s) is not the one "
+		              "declared (%llu bytes, sha256 %.12s): it was cut short or "
+		              "changed while the daemon read it",
+		              (unsigned long long)src.off, r->sha256,
+		              (unsigned long long)o->declared_bytes, o->declared_sha256),
+		    "write the whole archive before submitting, and leave it alone until "
+		    "build.submit answers");
 		goto out;
 	}
 	/* A symlinked Dockerfile is followed over the spool copy, read afresh. */
-	struct intake_src again = {
-	    .fd = src.out_fd, .buf = src.buf, .out_fd = -1, .max = o->max_bytes, .cancel = o->cancel};
+	struct intake_src again = {.fd = src.out_fd,
+	                           .buf = src.buf,
+	                           .out_fd = -1,
+	                           .max = o->max_bytes,
+	                           .cancel = o->cancel};
 	if (intake_check_dockerfile(&c, &again) < 0) {
 		intake_set(r, INTAKE_INVALID, c.error,
 		           "give --dockerfile relative to the context; the client always packs "
@@ -546,10 +554,10 @@ void intake_run(const struct intake_options *o, struct intake_result *r)
 		goto out;
 	}
 	if (intake_commit(src.out_fd, o->spool_dir, tmp, r->sha256, &final) < 0) {
-		intake_set(r, INTAKE_ERROR,
-		           xasprintf("cannot store the archive in %s: %s", o->spool_dir,
-		                     strerror(errno)),
-		           "free space in the daemon's state directory");
+		intake_set(
+		    r, INTAKE_ERROR,
+		    xasprintf("cannot store the archive in %s: %s", o->spool_dir, strerror(errno)),
+		    "free space in the daemon's state directory");
 		goto out;
 	}
 	keep = true;
@@ -645,10 +653,10 @@ void intake_image_context(const char *spool_dir, const char *image, struct intak
 	r->total_bytes = strlen(text);
 	goto out;
 fail:
-	intake_set(r, INTAKE_ERROR,
-	           xasprintf("cannot write the image's context in %s: %s", spool_dir,
-	                     strerror(errno)),
-	           "free space in the daemon's state directory");
+	intake_set(
+	    r, INTAKE_ERROR,
+	    xasprintf("cannot write the image's context in %s: %s", spool_dir, strerror(errno)),
+	    "free space in the daemon's state directory");
 out:
 	if (!keep && s.out_fd >= 0)
 		unlink(tmp);

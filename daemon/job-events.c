@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "util.h"
 
@@ -53,7 +54,9 @@ int job_flush(struct job *j, char **err)
 	int rc = store_job_save_with_events(j->js->d->store, j->rec, j->pending, j->npending, &e);
 	job_drop_pending(j);
 	if (rc != 0) {
-		log_warnx("job %s: cannot write to the database: %s", j->rec->id, e);
+		log_job(LOG_LEVEL_WARN,
+		        &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+		        "job %s: cannot write to the database: %s", j->rec->id, e);
 		if (j->storage_error == NULL && !j->dead) {
 			j->storage_error = xstrdup(e);
 			event_active(j->fail_ev, 0, 0);
@@ -112,8 +115,7 @@ char *job_line_text(const char *text, size_t len)
 }
 
 /* Whether a log event may still be kept; the first refusal leaves a marker. */
-static bool job_log_room(struct job *j, const char **kind, const char **text,
-                         json_object **data)
+static bool job_log_room(struct job *j, const char **kind, const char **text, json_object **data)
 {
 	if (j->rec->last_seq >= MAX_EVENTS_PER_JOB) {
 		if (j->log_capped)
@@ -129,7 +131,8 @@ static bool job_log_room(struct job *j, const char **kind, const char **text,
 	int64_t max = (int64_t)j->js->d->config->max_log_bytes;
 	int64_t size = (int64_t)strlen(*text);
 	if (*data != NULL)
-		size += (int64_t)strlen(json_object_to_json_string_ext(*data, JSON_C_TO_STRING_PLAIN));
+		size +=
+		    (int64_t)strlen(json_object_to_json_string_ext(*data, JSON_C_TO_STRING_PLAIN));
 	if (!j->log_clipped && j->log_bytes + size <= max) {
 		j->log_bytes += size;
 		return true;
@@ -154,6 +157,8 @@ void job_emit(struct job *j, const char *kind, const char *step, const char *tex
 {
 	if (text == NULL)
 		text = "";
+	if (strcmp(kind, "log") == 0)
+		metrics_log_line();
 	/* What the builder or the engine prints is bounded; the daemon's own words are few. */
 	if ((strcmp(kind, "log") == 0 || strcmp(kind, "progress") == 0) &&
 	    !job_log_room(j, &kind, &text, &data)) {

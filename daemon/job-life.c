@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 static void job_storage_fail_cb(evutil_socket_t fd, short what, void *arg)
@@ -39,7 +40,7 @@ void job_set_str(char **dst, const char *src)
 static const struct job_backend *job_backend_of(const char *name)
 {
 	return name != NULL && strcmp(name, job_backend_local.name) == 0 ? &job_backend_local
-	                                                                    : &job_backend_remote;
+	                                                                 : &job_backend_remote;
 }
 
 struct job *job_new(struct jobs *js, struct store_job *rec, enum job_state state)
@@ -93,6 +94,17 @@ bool job_set_state(struct job *j, enum job_state to)
 		       job_state_name(j->state), job_state_name(to));
 	if (j->storage_error)
 		return false; /* failing already: its own event ends it */
+	/* updated_at is when the job entered its current state. */
+	int stage = metrics_stage_of_state(job_state_name(j->state));
+	if (stage >= 0 && to != j->state)
+		metrics_job_stage((enum metrics_stage)stage, now_seconds() - j->rec->updated_at);
+	/* The job's story in the journal (journalctl SNAPBUILD_JOB=<id>); the end is
+	 * logged by job_finish with its reason. */
+	if (to != j->state && !job_state_is_terminal(to))
+		log_job(LOG_LEVEL_INFO,
+		        &(struct log_job){j->rec->id, job_state_name(to), (long long)j->rec->uid},
+		        "job %s: %s -> %s", j->rec->id, job_state_name(j->state),
+		        job_state_name(to));
 	j->state = to;
 	job_set_str(&j->rec->state, job_state_name(to));
 	j->rec->updated_at = now_seconds();
@@ -131,15 +143,21 @@ void job_finish(struct job *j, enum job_state end, const char *error, const char
 	if (!job_set_state(j, end)) {
 		char *e = NULL;
 		if (store_job_save(js->d->store, j->rec, &e) != 0)
-			log_warnx("job %s: cannot record that it %s: %s", j->rec->id,
-			          job_state_name(end), e);
+			log_job(
+			    LOG_LEVEL_WARN,
+			    &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+			    "job %s: cannot record that it %s: %s", j->rec->id, job_state_name(end),
+			    e);
 		free(e);
 	}
+	metrics_job_finished(j->backend->name, job_state_name(end));
+	struct log_job lj = {j->rec->id, job_state_name(end), (long long)j->rec->uid};
 	if (end == JOB_SUCCEEDED)
-		log_info("job %s succeeded: snapshot %s", j->rec->id, j->rec->snapshot_id);
+		log_job(LOG_LEVEL_INFO, &lj, "job %s succeeded: snapshot %s", j->rec->id,
+		        j->rec->snapshot_id);
 	else
-		log_info("job %s %s%s%s", j->rec->id, job_state_name(end), error ? ": " : "",
-		         error ? error : "");
+		log_job(LOG_LEVEL_INFO, &lj, "job %s %s%s%s", j->rec->id, job_state_name(end),
+		        error ? ": " : "", error ? error : "");
 	job_end_watches(j);
 	if (j->queued)
 		TAILQ_REMOVE(&js->queue, j, qentry);

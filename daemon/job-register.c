@@ -54,16 +54,18 @@ static void alias_checked_cb(void *arg, enum alias_verdict v, const char *holder
 		job_fail_api(j, "checking who holds the alias failed", err);
 		return;
 	}
-	if (v == ALIAS_TAKEN && (holder_id == NULL || strcmp(holder_id, j->rec->snapshot_id) != 0)) {
-		char *msg = xasprintf("alias %s now points at snapshot %s, which another user's "
-		                      "build made; it was left alone (snapshot %s is registered)",
-		                      j->rec->alias, holder_id ? holder_id : "?", j->rec->snapshot_id);
+	if (v == ALIAS_TAKEN &&
+	    (holder_id == NULL || strcmp(holder_id, j->rec->snapshot_id) != 0)) {
+		char *msg =
+		    xasprintf("alias %s now points at snapshot %s, which another user's "
+		              "build made; it was left alone (snapshot %s is registered)",
+		              j->rec->alias, holder_id ? holder_id : "?", j->rec->snapshot_id);
 		job_fail(j, msg, ALIAS_TAKEN_HINT);
 		free(msg);
 		return;
 	}
-	j->op = api_snapshot_alias(j->js->d->api, j->rec->snapshot_id, j->rec->alias,
-	                           alias_done_cb, j);
+	j->op =
+	    api_snapshot_alias(j->js->d->api, j->rec->snapshot_id, j->rec->alias, alias_done_cb, j);
 }
 
 /* Whether the job's owner may set any alias (root, the admin group, the daemon's user). */
@@ -175,8 +177,7 @@ static void register_lookup(struct job *j)
 	    api_snapshot_find_by_tag(j->js->d->api, ALIAS_JOB_TAG, j->rec->id, lookup_done_cb, j);
 }
 
-static void retire_done_cb(void *arg, const struct api_error *err, long status,
-                           json_object *body)
+static void retire_done_cb(void *arg, const struct api_error *err, long status, json_object *body)
 {
 	(void)body;
 	struct job *j = arg;
@@ -186,8 +187,9 @@ static void retire_done_cb(void *arg, const struct api_error *err, long status,
 		return;
 	}
 	if (err && status != 404)
-		job_warn(j, "register", "the snapshot registered as the cancel came could not be "
-		                        "retired; retire it with snapbuild snapshots retire");
+		job_warn(j, "register",
+		         "the snapshot registered as the cancel came could not be "
+		         "retired; retire it with snapbuild snapshots retire");
 	else
 		job_log(j, "register", "snapshot %s retired: the job was cancelled",
 		        j->rec->snapshot_id);

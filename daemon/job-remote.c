@@ -111,7 +111,9 @@ static void remote_line_cb(void *arg, const char *text, size_t len, const char *
 static void remote_reconnect_cb(void *arg, const char *why)
 {
 	struct job *j = arg;
-	log_debug("job %s: log stream reconnecting: %s", j->rec->id, why);
+	log_job(LOG_LEVEL_DEBUG,
+	        &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+	        "job %s: log stream reconnecting: %s", j->rec->id, why);
 }
 
 static void remote_status_done_cb(void *arg, const struct api_error *err, json_object *status)
@@ -173,8 +175,11 @@ static void remote_follow_seed(struct job *j)
 	do {
 		if (store_events_after(j->js->d->store, j->rec->id, after, 10000, &ev, &n, &err) <
 		    0) {
-			log_warnx("job %s: cannot read the stored log to recognise a replay: %s",
-			          j->rec->id, err);
+			log_job(
+			    LOG_LEVEL_WARN,
+			    &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+			    "job %s: cannot read the stored log to recognise a replay: %s",
+			    j->rec->id, err);
 			free(err);
 			return;
 		}
@@ -219,9 +224,11 @@ static void remote_delete_done_cb(void *arg, const struct api_error *err)
 		return;
 	}
 	if (err)
-		job_warn(j, "build", "the builder never confirmed the cancel; the build may run on");
+		job_warn(j, "build",
+		         "the builder never confirmed the cancel; the build may run on");
 	else
-		job_log(j, "build", "the builder confirmed the cancel of build %s", j->rec->build_id);
+		job_log(j, "build", "the builder confirmed the cancel of build %s",
+		        j->rec->build_id);
 	job_finish(j, JOB_CANCELLED, NULL, NULL);
 }
 

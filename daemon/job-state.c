@@ -5,7 +5,7 @@
 
 #include <string.h>
 
-#define BIT(s) (1u << (s))
+#define BIT(s)  (1u << (s))
 #define ENDINGS (BIT(JOB_FAILED) | BIT(JOB_CANCELLED))
 
 static const struct {
@@ -19,16 +19,16 @@ static const struct {
                                   BIT(JOB_ALIASING) | BIT(JOB_SUCCEEDED) | ENDINGS},
     /* A cancel while the submit is in flight waits for its answer (cancelling);
      * uploading → uploading: after a restart the upload starts over. */
-    [JOB_UPLOADING] = {"uploading", BIT(JOB_UPLOADING) | BIT(JOB_BUILDING) |
-                                        BIT(JOB_CANCELLING) | ENDINGS},
-    [JOB_BUILDING] = {"building", BIT(JOB_PUSHING) | BIT(JOB_REGISTERING) | BIT(JOB_CANCELLING) |
-                                      ENDINGS},
+    [JOB_UPLOADING] = {"uploading",
+                       BIT(JOB_UPLOADING) | BIT(JOB_BUILDING) | BIT(JOB_CANCELLING) | ENDINGS},
+    [JOB_BUILDING] = {"building",
+                      BIT(JOB_PUSHING) | BIT(JOB_REGISTERING) | BIT(JOB_CANCELLING) | ENDINGS},
     /* pushing → building: after a restart a local build starts over. */
-    [JOB_PUSHING] = {"pushing", BIT(JOB_BUILDING) | BIT(JOB_REGISTERING) | BIT(JOB_CANCELLING) |
-                                    ENDINGS},
+    [JOB_PUSHING] = {"pushing",
+                     BIT(JOB_BUILDING) | BIT(JOB_REGISTERING) | BIT(JOB_CANCELLING) | ENDINGS},
     /* A cancel while registering waits for the answer, then retires what it made. */
-    [JOB_REGISTERING] = {"registering", BIT(JOB_ALIASING) | BIT(JOB_SUCCEEDED) |
-                                            BIT(JOB_CANCELLING) | ENDINGS},
+    [JOB_REGISTERING] = {"registering",
+                         BIT(JOB_ALIASING) | BIT(JOB_SUCCEEDED) | BIT(JOB_CANCELLING) | ENDINGS},
     [JOB_ALIASING] = {"aliasing", BIT(JOB_SUCCEEDED) | ENDINGS},
     [JOB_CANCELLING] = {"cancelling", ENDINGS},
     [JOB_SUCCEEDED] = {"succeeded", 0},

@@ -81,7 +81,7 @@ struct job {
 	size_t npending, cap;
 	struct event *flush_ev;
 	TAILQ_HEAD(, job_watch) watches;
-	int emitting; /* inside the watchers' on_event calls */
+	int emitting;          /* inside the watchers' on_event calls */
 	bool log_capped;       /* MAX_EVENTS_PER_JOB reached */
 	bool log_clipped;      /* max_log_bytes reached: lines are counted, not kept */
 	int64_t log_bytes;     /* bytes of log text stored */
@@ -108,8 +108,8 @@ struct jobs {
 	TAILQ_HEAD(, jobs_intake) intakes;
 	struct event *gc_ev;
 	int nrunning;
-	uint64_t starts;          /* jobs started so far: orders the users' turns */
-	struct jobs_turn *turns;  /* per user: when their last job started */
+	uint64_t starts;         /* jobs started so far: orders the users' turns */
+	struct jobs_turn *turns; /* per user: when their last job started */
 	size_t nturns;
 	struct event *sched_ev;
 	struct event *retention_ev;

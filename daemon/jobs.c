@@ -37,6 +37,7 @@
 #include "job.h"
 #include "localbuild.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 #include "worker.h"
 
@@ -191,7 +192,8 @@ static void recover(struct jobs *js, struct store_job *rec)
 		j->log_bytes = bytes;
 	/* No event here: a follower that saw lines the crash kept from the store gets
 	 * them again under the same sequence numbers only if nothing is inserted first. */
-	log_info("job %s: recovering from state %s", rec->id, rec->state);
+	log_job(LOG_LEVEL_INFO, &(struct log_job){rec->id, rec->state, (long long)rec->uid},
+	        "job %s: recovering from state %s", rec->id, rec->state);
 	if (s == JOB_PACKING) {
 		/* Only an older daemon, which packed contexts itself, left jobs in this state. */
 		job_fail(j, "the daemon stopped while packing this job's context",
@@ -205,8 +207,9 @@ static void recover(struct jobs *js, struct store_job *rec)
 	}
 	bool registration = s == JOB_REGISTERING || s == JOB_ALIASING ||
 	                    (s == JOB_CANCELLING && rec->image_ref != NULL);
-	bool needs_spool = !registration && s != JOB_CANCELLING &&
-	                   !(s == JOB_BUILDING && j->backend == &job_backend_remote && rec->build_id);
+	bool needs_spool =
+	    !registration && s != JOB_CANCELLING &&
+	    !(s == JOB_BUILDING && j->backend == &job_backend_remote && rec->build_id);
 	if (needs_spool && !spool_exists(js, rec->spool_digest)) {
 		job_fail(j, "the packed context can no longer be read from the spool",
 		         "submit the job again from its context");
@@ -439,17 +442,23 @@ static struct store_job *jobs_create(struct jobs *js, struct store_job *r,
                                      const struct intake_result *res, char **err)
 {
 	job_set_str(&r->spool_digest, res->sha256);
+	/* The record was made when the archive started coming in. */
+	metrics_job_stage(METRICS_STAGE_INTAKE, now_seconds() - r->created_at);
+	metrics_context_bytes(res->archive_bytes);
 	r->spool_size = (int64_t)res->archive_bytes;
 	r->file_count = (int64_t)res->file_count;
-	log_info("job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,
-	         r->context_desc);
+	log_job(LOG_LEVEL_INFO, &(struct log_job){r->id, r->state, (long long)r->uid},
+	        "job %s submitted by uid %d (%s, %s)", r->id, (int)r->uid, r->backend,
+	        r->context_desc);
 	char *desc = xstrdup(r->context_desc), *id = xstrdup(r->id);
 	struct store_job *copy = jobs_insert(js, r, err);
 	struct job *j = copy ? job_find(js, id) : NULL;
 	if (j != NULL) {
 		json_object *data = json_object_new_object();
-		json_object_object_add(data, "files", json_object_new_int64((int64_t)res->file_count));
-		json_object_object_add(data, "bytes", json_object_new_int64((int64_t)res->total_bytes));
+		json_object_object_add(data, "files",
+		                       json_object_new_int64((int64_t)res->file_count));
+		json_object_object_add(data, "bytes",
+		                       json_object_new_int64((int64_t)res->total_bytes));
 		json_object_object_add(data, "archive_bytes",
 		                       json_object_new_int64((int64_t)res->archive_bytes));
 		json_object_object_add(data, "sha256", json_object_new_string(res->sha256));
@@ -688,7 +697,9 @@ enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err)
 	}
 	if (j->state == JOB_CANCELLING)
 		return JOBS_CANCEL_OK;
-	log_info("job %s: cancel requested in state %s", id, job_state_name(j->state));
+	log_job(LOG_LEVEL_INFO,
+	        &(struct log_job){j->rec->id, j->rec->state, (long long)j->rec->uid},
+	        "job %s: cancel requested in state %s", j->rec->id, job_state_name(j->state));
 	j->rec->cancel_requested = 1;
 	bool later = j->state == JOB_REGISTERING ? job_register_cancel(j)
 	             : j->running                ? j->backend->cancel(j)
@@ -742,8 +753,8 @@ void jobs_unwatch(struct job_watch *w)
 		job_watch_remove(w);
 }
 
-int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out,
-              size_t *n, char **err)
+int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out, size_t *n,
+              char **err)
 {
 	return store_job_list(js->d->store, f, out, n, err);
 }

@@ -59,8 +59,7 @@ enum jobs_submit_status {
 };
 /* The outcome of a submit: job (borrowed) when JOBS_SUBMIT_OK, else error and hint. */
 typedef void (*jobs_submit_cb)(void *arg, const struct store_job *job,
-                               enum jobs_submit_status status, const char *error,
-                               const char *hint);
+                               enum jobs_submit_status status, const char *error, const char *hint);
 struct jobs_intake;
 /*
  * A new job, once its archive is held: the client's archive (req->archive_fd, taken) is
@@ -84,8 +83,8 @@ enum jobs_cancel_result jobs_cancel(struct jobs *js, const char *id, char **err)
  * it is not queued. */
 int64_t jobs_queue_position(struct jobs *js, const char *id);
 /* Records as the store lists them (store_job_filter). */
-int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out,
-              size_t *n, char **err);
+int jobs_list(struct jobs *js, const struct store_job_filter *f, struct store_job ***out, size_t *n,
+              char **err);
 /* How many jobs are in each state (indexed by enum job_state), and in all. */
 int jobs_counts(struct jobs *js, int64_t counts[JOB_NSTATES], int64_t *total, char **err);
 

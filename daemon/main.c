@@ -27,6 +27,8 @@
 #include "http.h"
 #include "jobs.h"
 #include "log.h"
+#include "methods.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "rpc.h"
 #include "server.h"
@@ -210,6 +212,11 @@ static void main_start_jobs(struct daemon *d)
 		fatalx("cannot start the job engine: %s", err);
 }
 
+static char *main_metrics_cb(void *arg, char **err)
+{
+	return methods_daemon_metrics_text(arg, err);
+}
+
 static void main_listen(struct daemon *d)
 {
 	char *err = NULL;
@@ -217,6 +224,13 @@ static void main_listen(struct daemon *d)
 	d->server = server_new(d, &rpc_server_ops);
 	if (server_listen(d->server, &err) < 0)
 		fatalx("%s", err);
+	if (d->config->metrics_listen != NULL) {
+		d->metrics_http =
+		    metrics_http_new(d->base, d->config->metrics_listen, main_metrics_cb, d, &err);
+		if (d->metrics_http == NULL)
+			fatalx("%s", err);
+		log_info("metrics: http://%s/metrics", metrics_http_address(d->metrics_http));
+	}
 }
 
 static void main_stop(struct main_state *ms, const char *why)
@@ -349,6 +363,7 @@ static void main_shutdown(struct main_state *ms)
 	jobs_free(d->jobs);
 	api_free(d->api);
 	http_free(d->http);
+	metrics_http_free(d->metrics_http);
 	server_free(d->server);
 	store_close(d->store);
 	close(ms->state_lock_fd);

@@ -253,10 +253,11 @@ static bool archive_fd_ok(struct rpc_call *call, int fd)
 		return false;
 	}
 	if ((fl & O_PATH) == O_PATH || S_ISDIR(st.st_mode)) {
-		rpc_reply_error_hint(call, SB_ERR_CONTEXT,
-		                     "the daemon does not read context directories: pass the packed "
-		                     "context (a .tar.gz) as a regular file",
-		                     too_old);
+		rpc_reply_error_hint(
+		    call, SB_ERR_CONTEXT,
+		    "the daemon does not read context directories: pass the packed "
+		    "context (a .tar.gz) as a regular file",
+		    too_old);
 		return false;
 	}
 	if (!S_ISREG(st.st_mode) || (fl & O_ACCMODE) == O_WRONLY) {
@@ -385,7 +386,8 @@ static void submit_go(struct submit *s)
 	struct job_request req = s->req;
 	s->req.archive_fd = -1; /* the engine owns it now, whatever happens */
 	/* NULL: submit_done_cb has run and s is gone already. */
-	struct jobs_intake *in = jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
+	struct jobs_intake *in =
+	    jobs_submit(d->jobs, &req, peer->uid, peer->gid, submit_done_cb, s);
 	if (in != NULL)
 		s->intake = in;
 }
@@ -467,7 +469,8 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			    call, SB_ERR_CONTEXT,
 			    "the daemon does not read context paths: pass the packed context (a "
 			    ".tar.gz) as a file descriptor with SCM_RIGHTS",
-			    "this client is too old: update snapbuild (or libsnapbuild), which packs "
+			    "this client is too old: update snapbuild (or libsnapbuild), which "
+			    "packs "
 			    "the context itself (proto/PROTOCOL.md, build.submit)");
 		else
 			params_invalid(call, "a context archive (a file descriptor passed with "
@@ -771,12 +774,23 @@ static void follow_tick_cb(evutil_socket_t fd, short what, void *arg)
 		follow_free(f);
 		return;
 	}
+	/* A page is counted in bytes too: a few megabyte-long lines fill the output bound
+	 * as 500 short ones would not.  What is not sent now is read again next time. */
 	bool ok = true;
-	for (size_t i = 0; i < n && ok; i++)
+	size_t i;
+	for (i = 0; i < n && ok; i++) {
+		if (i > 0 && f->send_events && rpc_call_output_pending(f->call) > REPLAY_HIGH_WATER)
+			break;
 		ok = follow_send(f, &evs[i]);
+	}
 	store_event_array_free(evs, n);
 	if (!ok)
 		return; /* the connection is gone: its close callback frees f */
+	if (i < n) {
+		struct timeval tv = {0, REPLAY_PAUSE_MS * 1000};
+		event_add(f->tick, &tv);
+		return;
+	}
 	if (n == REPLAY_PAGE) {
 		event_active(f->tick, 0, 0);
 		return;

@@ -12,6 +12,7 @@
 #include "jobs.h"
 #include "jsonrpc.h"
 #include "methods.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "server.h"
 
@@ -94,6 +95,46 @@ static void methods_daemon_info(struct rpc_call *call, json_object *params)
 	json_object_object_add(caller, "gid", json_object_new_int64(peer->gid));
 	json_object_object_add(caller, "pid", json_object_new_int64(peer->pid));
 	json_object_object_add(r, "caller", caller);
+	json_object_object_add(
+	    r, "metrics_listen",
+	    d->metrics_http ? json_object_new_string(metrics_http_address(d->metrics_http)) : NULL);
+	rpc_reply(call, r);
+}
+
+char *methods_daemon_metrics_text(struct daemon *d, char **err)
+{
+	int64_t n[JOB_NSTATES] = {0}, total;
+	const char *names[JOB_NSTATES];
+
+	if (d->jobs != NULL && jobs_counts(d->jobs, n, &total, err) < 0)
+		return NULL;
+	for (int s = 0; s < JOB_NSTATES; s++)
+		names[s] = job_state_name((enum job_state)s);
+	struct metrics_gauges g = {
+	    .state_names = names,
+	    .state_counts = n,
+	    .nstates = JOB_NSTATES,
+	    .connections = d->server ? server_conn_count(d->server) : 0,
+	};
+	return metrics_render(&g);
+}
+
+static void methods_daemon_metrics(struct rpc_call *call, json_object *params)
+{
+	char *err = NULL, *text;
+	(void)params;
+
+	text = methods_daemon_metrics_text(rpc_call_daemon(call), &err);
+	if (text == NULL) {
+		rpc_reply_error_hint(call, SB_ERR_STORAGE, err,
+		                     "check the daemon's log and its state directory");
+		free(err);
+		return;
+	}
+	json_object *r = json_object_new_object();
+	json_object_object_add(r, "content_type", json_object_new_string(METRICS_CONTENT_TYPE));
+	json_object_object_add(r, "text", json_object_new_string(text));
+	free(text);
 	rpc_reply(call, r);
 }
 
@@ -111,5 +152,6 @@ const struct rpc_method methods_daemon[] = {
     /* Any params are ignored, as the first protocol documented. */
     {"daemon.info", methods_daemon_info, NULL},
     {"daemon.version", methods_daemon_version, NULL},
+    {"daemon.metrics", methods_daemon_metrics, NULL},
     {NULL, NULL, NULL},
 };

@@ -21,4 +21,7 @@ bool methods_have_key(struct rpc_call *call);
 /* A job as the build.* methods show it (see PROTOCOL.md, "Jobs"). */
 json_object *methods_job_json(struct daemon *d, const struct store_job *j);
 
+/* daemon.metrics' text (OpenMetrics), also served at GET /metrics; NULL with *err. */
+char *methods_daemon_metrics_text(struct daemon *d, char **err);
+
 #endif

@@ -434,9 +434,11 @@ static void server_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	line_no = n > 0 ? frame_reader_feed(c->fr, c->server->rbuf, (size_t)n) : 0;
 	if (n > 0 && !server_conn_charge(c)) {
-		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm != NULL;
+		     cm = CMSG_NXTHDR(&msg, cm))
 			if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+				for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				     i++)
 					close(((int *)(void *)CMSG_DATA(cm))[i]);
 		return;
 	}
@@ -520,9 +522,10 @@ static char *server_over_limit(struct server *s, const struct rpc_peer *peer, bo
 	if (admin)
 		return NULL;
 	if (s->nconns + SERVER_ADMIN_RESERVE >= s->max_conns)
-		return xasprintf("the daemon is near its limit of %zu connections (the rest are kept "
-		                 "for root and the admin group)",
-		                 s->max_conns);
+		return xasprintf(
+		    "the daemon is near its limit of %zu connections (the rest are kept "
+		    "for root and the admin group)",
+		    s->max_conns);
 	struct server_user *u = server_user(s, peer->uid);
 	size_t mine = u->nconns;
 	if (mine == 0)

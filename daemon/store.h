@@ -108,10 +108,10 @@ int store_spool_bytes_of_uid(struct store *s, int64_t uid, int64_t *bytes, char 
 int store_job_log_bytes(struct store *s, const char *id, int64_t *bytes, char **err);
 /* Deletes the job and its events; deleting an absent job is not an error. */
 int store_job_delete(struct store *s, const char *id, char **err);
-/* Events with seq > after_seq, ascending; limit 0 = all. */
 /* Deletes the events of jobs that ended (finished_at) before finished_before; the job
  * records stay.  *deleted: how many events went. */
 int store_events_prune(struct store *s, double finished_before, int64_t *deleted, char **err);
+/* Events with seq > after_seq, ascending; limit 0 = all. */
 int store_events_after(struct store *s, const char *job_id, int64_t after_seq, int limit,
                        struct store_event **out, size_t *n, char **err);
 /* Whether any job, in any state, still references this spool digest. */

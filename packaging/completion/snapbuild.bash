@@ -180,7 +180,7 @@ _snapbuild()
 		;;
 	daemon)
 		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
-			COMPREPLY=($(compgen -W "info" -- "$cur"))
+			COMPREPLY=($(compgen -W "info metrics" -- "$cur"))
 			return
 		fi
 		opts+=" -o"

@@ -264,6 +264,10 @@ def public_copy():
         cli = os.path.join(top, "client", "snapbuild")
         daemon = os.path.join(top, "daemon", "snapbuildd")
         shutil.copy2(CLI, cli)
+        # The CLI links libsnapbuild, found beside it ($ORIGIN).
+        lib = os.path.join(os.path.dirname(CLI), "libsnapbuild.so.1")
+        shutil.copy2(lib, os.path.join(top, "client", "libsnapbuild.so.1"))
+        os.chmod(os.path.join(top, "client", "libsnapbuild.so.1"), 0o755)
         shutil.copy2(DAEMON, daemon)
         shutil.copy2(__file__, os.path.join(top, "py", "harness.py"))
         for p in (cli, daemon, os.path.join(top, "py", "harness.py")):

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import CLI, DAEMON, Daemon, clean_env, run_cli, wait_for
+from harness import Daemon, clean_env, public_copy, run_cli, wait_for
 
 NOBODY = 65534
 SYSTEM_SOCKET = "/run/snapbuild/snapbuild.sock"
@@ -274,8 +274,10 @@ class DefaultSocket(unittest.TestCase):
             {"sockets": ["system"], "env": {"SNAPBUILD_SOCKET": "/elsewhere.sock"}},
             {"sockets": ["system"], "mode": "0660"},
         ]
-        r = subprocess.run(["unshare", "-m", sys.executable, "-c", NAMESPACE_SCRIPT, CLI,
-                            DAEMON, cls.work, json.dumps(cls.cases)],
+        # The CLI runs as nobody: from a copy it can reach, whatever the checkout's mode.
+        pub = public_copy()
+        r = subprocess.run(["unshare", "-m", sys.executable, "-c", NAMESPACE_SCRIPT, pub["cli"],
+                            pub["daemon"], cls.work, json.dumps(cls.cases)],
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             shutil.rmtree(cls.work, ignore_errors=True)

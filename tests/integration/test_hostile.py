@@ -756,6 +756,37 @@ class NetworkTest(unittest.TestCase):
         return [e["text"] for e in all_events(self.d, job_id)
                 if e["kind"] == "log" and e["step"] == "build"]
 
+    def test_megabyte_lines_reach_steady_readers_and_the_disk_stays_bounded(self):
+        # 150 lines of 1 MB: the followers that read steadily get them all, never dropped
+        # as slow readers; the state directory keeps max_log_bytes of them, no more.
+        def logs(b, w, last):
+            for i in range(150):
+                b.write(w, b"id: %d\ndata: %04d " % (i + 1, i) + b"y" * (1000 * 1000 - 5)
+                        + b"\n\n")
+            b.write(w, DONE)
+        self.builder.logs = logs
+        self.sim.faults(hold=False)
+        before = sum(os.path.getsize(os.path.join(dp, f))
+                     for dp, _, fs in os.walk(self.d.state_dir) for f in fs)
+        job = submit_ok(self.d, self.ctx)["id"]
+        r = self.d.cli("logs", "-f", job, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr[-500:])
+        self.assertNotIn("dropping client", self.d.log())
+        done = wait_job(self.d, job)
+        self.assertEqual(done["state"], "succeeded", done)
+        shown = [l for l in r.stdout.splitlines() if "yyyy" in l]
+        stored = self.build_lines(job)
+        self.assertEqual(len(shown), len(stored))
+        self.assertGreater(len(stored), 30)
+        self.assertLess(len(stored), 150)  # the rest were clipped at 64 MiB
+        after = sum(os.path.getsize(os.path.join(dp, f))
+                    for dp, _, fs in os.walk(self.d.state_dir) for f in fs)
+        self.assertLess(after - before, (64 + 16) * MiB)
+        # A NUL inside a line through SSE keeps what follows it.
+        self.builder.logs = lambda b, w, last: b.write(w, b"id: 1\ndata: a\x00b\n\n" + DONE)
+        nul = wait_job(self.d, submit_ok(self.d, self.ctx)["id"])
+        self.assertEqual(self.build_lines(nul["id"]), ["a\u2400b"])
+
     def test_ten_mib_line_is_cut_with_a_marker(self):
         def logs(b, w, last):
             b.write(w, b"id: 1\ndata: first\n\nid: 2\ndata: ")

@@ -44,7 +44,7 @@ PACKAGING_FILES = [
     "usr/share/bash-completion/completions/snapbuild",
     "usr/share/snapbuild/local-backend.conf",
 ]
-MAN_PAGES = [
+MAN_PAGES = [  # snapbuild(3) is in libsnapbuild-dev
     "usr/share/man/man1/snapbuild.1.gz",
     "usr/share/man/man8/snapbuildd.8.gz",
     "usr/share/man/man5/snapbuildd.conf.5.gz",
@@ -62,11 +62,14 @@ CONFIG_KEYS = [
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
     "local_engine_args", "local_isolation", "stall_timeout_seconds", "max_context_bytes",
     "max_connections_per_user", "ca_file", "proxy", "no_proxy", "max_queued_per_user",
-    "max_spool_bytes_per_user", "max_log_bytes", "reuse_max_age", "default_cache_key",
+    "max_spool_bytes_per_user", "max_log_bytes", "metrics_listen", "reuse_max_age",
+    "default_cache_key",
 ]
 
 WORK = None  # temporary directory of this run
 DEB = None  # the package
+DEV_DEB = None  # libsnapbuild-dev
+DEV_CONTENTS = None  # its paths, as CONTENTS
 ROOT = None  # the package unpacked
 CONTROL = None  # its control files
 CONTENTS = None  # paths listed by dpkg-deb -c, without the leading "./"
@@ -81,7 +84,7 @@ def run(args, **kwargs):
 
 
 def setUpModule():
-    global WORK, DEB, ROOT, CONTROL, CONTENTS
+    global WORK, DEB, ROOT, CONTROL, CONTENTS, DEV_DEB, DEV_CONTENTS
     if not BIN_DIR:
         raise unittest.SkipTest("SNAPBUILD_BIN_DIR is not set (run through ctest)")
     for tool in ("cpack", "dpkg-deb"):
@@ -94,18 +97,25 @@ def setUpModule():
     if r.returncode != 0:
         shutil.rmtree(WORK)
         raise AssertionError(f"cpack failed:\n{r.stdout}\n{r.stderr}")
-    debs = [f for f in os.listdir(out) if f.endswith(".deb")]
-    assert len(debs) == 1, debs
-    DEB = os.path.join(out, debs[0])
-    r = run(["dpkg-deb", "-c", DEB], check=True)
-    CONTENTS = set()
-    for line in r.stdout.splitlines():
-        path = line.split(None, 5)[5].split(" -> ")[0]
-        CONTENTS.add(path[2:].rstrip("/") if path.startswith("./") else path)
+    debs = sorted(f for f in os.listdir(out) if f.endswith(".deb"))
+    assert [d.split("_")[0] for d in debs] == ["libsnapbuild-dev", "snapbuild"], debs
+    DEV_DEB, DEB = (os.path.join(out, d) for d in debs)
+    CONTENTS = deb_contents(DEB)
+    DEV_CONTENTS = deb_contents(DEV_DEB)
     ROOT = os.path.join(WORK, "root")
     CONTROL = os.path.join(WORK, "control")
     run(["dpkg-deb", "-x", DEB, ROOT], check=True)
     run(["dpkg-deb", "-e", DEB, CONTROL], check=True)
+
+
+def deb_contents(deb):
+    """Paths listed by dpkg-deb -c, without the leading "./"."""
+    r = run(["dpkg-deb", "-c", deb], check=True)
+    contents = set()
+    for line in r.stdout.splitlines():
+        path = line.split(None, 5)[5].split(" -> ")[0]
+        contents.add(path[2:].rstrip("/") if path.startswith("./") else path)
+    return contents
 
 
 def tearDownModule():
@@ -192,6 +202,63 @@ class PackageContents(unittest.TestCase):
         if built("daemon/snapbuildd"):
             # From dpkg-shlibdeps, or the list written for systems without it.
             self.assertIn("libc6", fields.get("Depends", ""))
+
+    def test_library_is_in_the_package_and_its_ldconfig_trigger(self):
+        libs = sorted(p for p in CONTENTS if os.path.basename(p).startswith("libsnapbuild.so"))
+        self.assertEqual([os.path.basename(p) for p in libs],
+                         ["libsnapbuild.so.0.1.0", "libsnapbuild.so.1"])
+        self.assertTrue(os.path.islink(in_root(libs[1])))
+        with open(os.path.join(CONTROL, "shlibs")) as f:
+            self.assertEqual(f.read().split(), ["libsnapbuild", "1", "snapbuild", "(=", "0.1.0)"])
+        with open(os.path.join(CONTROL, "triggers")) as f:
+            self.assertIn("activate-noawait ldconfig", f.read())
+
+    def test_python_module_is_in_the_package_for_the_system_python(self):
+        self.assertIn("usr/lib/python3/dist-packages/snapbuild/__init__.py", CONTENTS)
+        self.assertFalse([p for p in CONTENTS if "__pycache__" in p])
+        site = in_root("usr/lib/python3/dist-packages")
+        r = run([sys.executable, "-B", "-c", "import snapbuild; print(snapbuild.__file__)"],
+                env=dict(os.environ, PYTHONPATH=site), cwd="/")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), os.path.join(site, "snapbuild", "__init__.py"))
+
+
+class DevPackage(unittest.TestCase):
+    """libsnapbuild-dev: what a C program needs to build against libsnapbuild."""
+
+    def test_contents(self):
+        lib = next(p for p in CONTENTS if p.endswith("/libsnapbuild.so.1"))
+        libdir = os.path.dirname(lib)
+        for path in ("usr/include/snapbuild.h", f"{libdir}/libsnapbuild.so",
+                     f"{libdir}/pkgconfig/snapbuild.pc", "usr/share/man/man3/snapbuild.3.gz"):
+            with self.subTest(path=path):
+                self.assertIn(path, DEV_CONTENTS)
+        # Nothing of the main package twice (dpkg would refuse to install both).
+        self.assertEqual(DEV_CONTENTS & CONTENTS - {"usr", "usr/lib", "usr/share",
+                                                    "usr/share/man", "usr/include"}, set())
+
+    def test_metadata_and_no_maintainer_scripts(self):
+        r = run(["dpkg-deb", "-f", DEV_DEB, "Package", "Depends", "Section"], check=True)
+        fields = dict(line.split(": ", 1) for line in r.stdout.splitlines() if ": " in line)
+        self.assertEqual(fields["Package"], "libsnapbuild-dev")
+        self.assertEqual(fields["Depends"], "snapbuild (= 0.1.0)")
+        self.assertEqual(fields["Section"], "libdevel")
+        r = run(["dpkg-deb", "--ctrl-tarfile", DEV_DEB], stdout=subprocess.PIPE, text=False)
+        names = run(["tar", "t"], input=r.stdout, text=False).stdout.decode().split()
+        self.assertEqual(sorted(names), ["./control", "./md5sums"])
+
+    def test_pkg_config_file_resolves_inside_the_package(self):
+        root = tempfile.mkdtemp(dir=WORK)
+        run(["dpkg-deb", "-x", DEB, root], check=True)
+        run(["dpkg-deb", "-x", DEV_DEB, root], check=True)
+        pc = next(p for p in DEV_CONTENTS if p.endswith("snapbuild.pc"))
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(os.path.join(root, pc)))
+        r = run(["pkg-config", "--cflags", "--libs", "snapbuild"], env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        inc = [f[2:] for f in r.stdout.split() if f.startswith("-I")][0]
+        libdir = [f[2:] for f in r.stdout.split() if f.startswith("-L")][0]
+        self.assertTrue(os.path.isfile(os.path.join(inc, "snapbuild.h")))
+        self.assertTrue(os.path.isfile(os.path.join(libdir, "libsnapbuild.so")))
 
 
 class UnitsFindTheirFiles(unittest.TestCase):
@@ -773,7 +840,7 @@ class Completion(unittest.TestCase):
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "list", "--tag",
                                            ""), [])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshot", "re"), ["retire"])
-            self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info"])
+            self.assertEqual(self.complete(mode, "snapbuild", "daemon", ""), ["info", "metrics"])
             self.assertEqual(self.complete(mode, "snapbuild", "daemon", "-"), ["--help", "-o"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "--h"), ["--help"])
             self.assertEqual(self.complete(mode, "snapbuild", "snapshots", "get", "-"),

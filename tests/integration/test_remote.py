@@ -534,6 +534,24 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual(self.sim.builds(), [])
         self.assertTrue(d.call("daemon.info"))
 
+    def test_context_save_never_replaces_what_is_not_a_file(self):
+        # A FIFO (as /dev/null would be) is written to, never renamed over.
+        fifo = os.path.join(self.tmp, "fifo")
+        os.mkfifo(fifo)
+        got = []
+        t = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+        t.start()
+        r = run_cli("context", self.ctx, "--save", fifo)
+        t.join(30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        self.assertEqual(got[0][:2], b"\x1f\x8b")
+        # "-" is standard output; the summary goes to standard error.
+        p = subprocess.run([CLI, "context", self.ctx, "--save", "-"], capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, got[0])
+        self.assertIn(b"wrote the archive to standard output", p.stderr)
+
     def test_context_needs_no_daemon(self):
         r = run_cli("--socket", os.path.join(self.tmp, "nothing.sock"), "context", self.ctx,
                     "--files")
