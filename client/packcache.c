@@ -25,7 +25,7 @@ struct packcache {
 	char *dir;
 	int dfd;
 	uint64_t max_bytes;
-	struct packcache_stats stats;
+	uint64_t stored; /* entries this run filed: eviction runs only then */
 };
 
 char *packcache_default_dir(void)
@@ -151,10 +151,6 @@ bool packcache_get(struct packcache *pc, const unsigned char key[PACKCACHE_KEY_L
 out:
 	if (fd >= 0)
 		close(fd);
-	if (ok)
-		pc->stats.hits++;
-	else
-		pc->stats.misses++;
 	return ok;
 }
 
@@ -187,7 +183,7 @@ void packcache_put(struct packcache *pc, const unsigned char key[PACKCACHE_KEY_L
 	if (renameat(pc->dfd, strrchr(tmp, '/') + 1, pc->dfd, name) < 0)
 		goto out;
 	done = true;
-	pc->stats.stored++;
+	pc->stored++;
 out:
 	if (fd >= 0)
 		close(fd);
@@ -256,10 +252,8 @@ static void packcache_evict(struct packcache *pc)
 	if (total > pc->max_bytes) {
 		qsort(ents, n, sizeof(*ents), packcache_ent_cmp);
 		for (size_t i = 0; i < n && total > pc->max_bytes / 10 * 8; i++) {
-			if (unlinkat(pc->dfd, ents[i].name, 0) == 0) {
+			if (unlinkat(pc->dfd, ents[i].name, 0) == 0)
 				total -= ents[i].bytes;
-				pc->stats.evicted++;
-			}
 		}
 	}
 	free(ents);
@@ -269,14 +263,9 @@ void packcache_close(struct packcache *pc)
 {
 	if (pc == NULL)
 		return;
-	if (pc->stats.stored > 0)
+	if (pc->stored > 0)
 		packcache_evict(pc);
 	close(pc->dfd);
 	free(pc->dir);
 	free(pc);
-}
-
-void packcache_stats(const struct packcache *pc, struct packcache_stats *s)
-{
-	*s = pc->stats;
 }

@@ -45,9 +45,4 @@ void packcache_put(struct packcache *pc, const unsigned char key[PACKCACHE_KEY_L
 /* Evicts down to the cap when this run stored anything, then frees. */
 void packcache_close(struct packcache *pc);
 
-struct packcache_stats {
-	uint64_t hits, misses, stored, evicted;
-};
-void packcache_stats(const struct packcache *pc, struct packcache_stats *s);
-
 #endif
