@@ -62,7 +62,8 @@ def bench_load(args, tmp):
     ctx = os.path.join(tmp, "ctx")
     tl.write_context(ctx)
     with Sim() as sim:
-        d = sim.daemon(config="max_concurrent = %d\nlog_level = warn\n" % args.max_concurrent,
+        d = sim.daemon(config="max_concurrent = %d\nlog_level = warn\nreuse_max_age = 0\n" %
+                       args.max_concurrent,
                        tmp=tempfile.mkdtemp(dir=tmp))
         try:
             fd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)

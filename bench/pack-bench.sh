@@ -55,7 +55,7 @@ warm() {
 # ours NAME DIR: snapbuild context DIR --save FILE, counts from its JSON.
 ours() {
 	rm -f "$work/$1.tar.gz"
-	measure "$1" "$bin" context -o json "$2" --save "$work/$1.tar.gz"
+	measure "$1" "$bin" context -o json "$2" --save "$work/$1.tar.gz" --no-cache
 	python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["file_count"], r["total_bytes"], r["archive"]["bytes"])' \
 		<"$work/last.out" >"$work/$1.count"
 }

@@ -24,7 +24,7 @@
 static int cmd_context_exec(struct cmd_ctx *ctx);
 const struct cmd_entry cmd_context_entry = {
     .name = "context",
-    .usage = "[--dockerfile FILE] [--files] [--save FILE] [-o table|json] DIR",
+    .usage = "[--dockerfile FILE] [--files] [--save FILE] [--no-cache] [-o table|json] DIR",
     .summary = "show what a build of DIR would send (.dockerignore applied)",
     .exec = cmd_context_exec,
     .help = "Options:\n"
@@ -96,12 +96,13 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	    {"dockerfile", required_argument, NULL, 'f'},
 	    {"files", no_argument, NULL, 'l'},
 	    {"save", required_argument, NULL, 's'},
+	    {"no-cache", no_argument, NULL, 'N'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *save = NULL, *dockerfile = NULL;
-	bool files = false;
+	bool files = false, no_cache = false;
 	int opt, rc = 1, out_fd = -1;
 	char *tmp = NULL, *err = NULL;
 	optind = 0;
@@ -113,6 +114,9 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 			break;
 		case 'l':
 			files = true;
+			break;
+		case 'N':
+			no_cache = true;
 			break;
 		case 's':
 			save = optarg;
@@ -140,6 +144,7 @@ static int cmd_context_exec(struct cmd_ctx *ctx)
 	    .list_files = files,
 	    .inspect_only = save == NULL,
 	    .out_fd = out_fd,
+	    .no_cache = no_cache,
 	    .cancel = (volatile int *)&cmd_interrupted,
 	};
 	if (packctx_run(&po, &p, &err) != 0) {

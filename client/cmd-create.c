@@ -161,13 +161,15 @@ static void pack_progress_cb(void *arg, uint64_t files, uint64_t bytes)
 }
 
 /* Packs dir into p, printing warnings (and progress on a terminal); 0, or the exit code. */
-static int pack_context(const char *dir, const char *dockerfile, bool live, struct packctx *p)
+static int pack_context(const char *dir, const char *dockerfile, bool live, bool no_cache,
+                        struct packctx *p)
 {
 	char *err = NULL;
 	struct packctx_options po = {
 	    .dir = dir,
 	    .dockerfile = dockerfile,
 	    .out_fd = -1,
+	    .no_cache = no_cache,
 	    .cancel = (volatile int *)&cmd_interrupted,
 	    .on_progress = live ? pack_progress_cb : NULL,
 	    .arg = (void *)dir,
@@ -213,8 +215,9 @@ const struct cmd_entry cmd_create_entry = {
     .alias = NULL,
     .usage = "[--context DIR | --image IMAGE] [-f FILE] [-t ALIAS] [--tag K=V]...\n"
              "                        [--build-arg K[=V]]... [--ttl SECONDS] [--cache-key KEY]\n"
-             "                        [--local | --remote] [--arch amd64|arm64] [-d] [-q]\n"
-             "                        [--progress auto|tty|plain|quiet] [--ci] [-o table|json]",
+             "                        [--local | --remote] [--arch amd64|arm64] [--no-cache]\n"
+             "                        [-d] [-q] [--progress auto|tty|plain|quiet] [--ci]\n"
+             "                        [-o table|json]",
     .summary = "build a context (or an image) into a snapshot",
     .exec = cmd_create_exec,
     .help = "Options:\n"
@@ -232,7 +235,9 @@ const struct cmd_entry cmd_create_entry = {
             "                           environment, as docker does (repeatable)\n"
             "      --ttl SECONDS        retire the snapshot after this long (default: never)\n"
             "  -k, --cache-key KEY      reuse the builder's cache of earlier builds with KEY\n"
-            "                           (needs a context)\n"
+            "                           (needs a context; default: one the daemon keeps per\n"
+            "                           user and context directory, so builds of a project\n"
+            "                           share layers)\n"
             "      --local, --remote    build with docker/podman/buildah here, or on Together's\n"
             "                           builder (default: the daemon's local_build, remote\n"
             "                           unless set; TOGETHER_LOCAL_BUILD=1 in your\n"
@@ -240,6 +245,10 @@ const struct cmd_entry cmd_create_entry = {
             "      --arch amd64|arm64   the snapshot's architecture (default: the daemon's;\n"
             "                           TOGETHER_REMOTE_ARCHITECTURE in your environment sets\n"
             "                           it as --arch would)\n"
+            "      --no-cache           build from scratch: repack everything, do not reuse an\n"
+            "                           identical earlier build (default: one of yours that\n"
+            "                           succeeded in the last 24 h gives its snapshot at\n"
+            "                           once), and send no default cache key\n"
             "  -d, --detach             print the job id and return; the build goes on\n"
             "  -q, --quiet              no build output; only the snapshot id on stdout\n"
             "      --progress MODE      auto (default: tty on a terminal, else plain), tty\n"
@@ -286,13 +295,14 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 	    {"detach", no_argument, NULL, 'd'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"progress", required_argument, NULL, 'P'},
+	    {"no-cache", no_argument, NULL, 'N'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *context = NULL, *image = NULL, *dockerfile = NULL, *backend = NULL,
 	           *arch = NULL, *cache_key = NULL;
-	bool ci = false, detach = false;
+	bool ci = false, detach = false, no_cache = false;
 	enum progress progress = PROGRESS_AUTO;
 	int rc = 2, opt;
 	struct packctx packed = {.fd = -1};
@@ -391,6 +401,10 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 				goto out;
 			}
 			break;
+		case 'N':
+			no_cache = true;
+			json_object_object_add(params, "no_cache", json_object_new_boolean(1));
+			break;
 		case 'o':
 			if ((rc = cmd_set_output(ctx, &cmd_create_entry, optarg)) != CMD_EXIT_OK)
 				goto out;
@@ -450,7 +464,7 @@ static int cmd_create_exec(struct cmd_ctx *ctx)
 	if (!image) {
 		if (!context)
 			context = ".";
-		if ((rc = pack_context(context, dockerfile, live, &packed)) != 0)
+		if ((rc = pack_context(context, dockerfile, live, no_cache, &packed)) != 0)
 			goto out;
 		char *abs = realpath(context, NULL);
 		json_object_object_add(params, "context",

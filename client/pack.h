@@ -6,9 +6,13 @@
  * directories not stored.  Modes keep their permission bits and mtimes their whole
  * seconds (nanoseconds dropped), so the same tree gives a byte-identical archive.
  *
- * The gzip stream is a series of independent members, one per 1 MiB of tar,
- * compressed in parallel (libdeflate) with a bounded number of chunks in flight, so
- * memory does not grow with the context.  The archive goes to a descriptor (the
+ * The gzip stream is a series of independent members, one per chunk of whole entries
+ * (at most 1 MiB of tar; a big file gets one per MiB of its content), compressed in
+ * parallel (libdeflate) with a bounded number of chunks in flight, so memory does not
+ * grow with the context.  Where the chunks end depends only on the paths and stats the
+ * walk sees, so with a pack cache (cache_dir, packcache.h) a chunk whose files did not
+ * change is copied from the cache instead of read and compressed again — and the
+ * archive is byte for byte the one a cold pack makes.  The archive goes to a descriptor (the
  * client's temporary file handed to the daemon, or `snapbuild context --save`), or is
  * stored as <out_dir>/<sha256>.tar.gz through a temporary file, fsync and rename.
  *
@@ -32,12 +36,12 @@ struct pack_options {
 	                           file or a symlink resolving inside it (NULL: "Dockerfile") */
 	bool to_fd;             /* the archive is written to out_fd (borrowed) */
 	int out_fd;
-	const char *out_dir;    /* else, when set: archive written to <out_dir>/<sha256>.tar.gz
-	                           via a temp file + fsync + rename; neither = inspect only */
-	int threads;            /* compression threads, 0 = number of CPUs */
-	int level;              /* gzip level 1..12 (libdeflate), 0 = default 6 */
-	bool list_files;        /* fill result->files (inspect) */
-	volatile int *cancel;   /* polled; nonzero -> stop with PACK_CANCELLED (may be NULL) */
+	const char *out_dir;  /* else, when set: archive written to <out_dir>/<sha256>.tar.gz
+	                         via a temp file + fsync + rename; neither = inspect only */
+	int threads;          /* compression threads, 0 = number of CPUs */
+	int level;            /* gzip level 1..12 (libdeflate), 0 = default 6 */
+	bool list_files;      /* fill result->files (inspect) */
+	volatile int *cancel; /* polled; nonzero -> stop with PACK_CANCELLED (may be NULL) */
 	void (*on_warning)(void *arg, const char *msg); /* e.g. "skipped FIFO ./x"; called on
 	                                                   the packing thread */
 	void (*on_progress)(void *arg, uint64_t files, uint64_t bytes); /* at most ~10/s */
@@ -53,6 +57,8 @@ struct pack_options {
 	const char *ignore_name;
 	const char *ignore_text;
 	size_t ignore_len;
+	const char *cache_dir;    /* the pack cache (packcache.h); NULL: none */
+	uint64_t cache_max_bytes; /* its cap, 0 = PACKCACHE_DEFAULT_BYTES */
 };
 
 struct pack_file {
@@ -78,6 +84,7 @@ struct pack_result {
 	                    "./dir/"), in walk order */
 	size_t nexcluded;
 	size_t nwarnings;
+	uint64_t cache_hits, cache_misses; /* with a cache: chunks taken from it / compressed */
 };
 
 enum { PACK_OK = 0, PACK_ERROR = 1, PACK_CANCELLED = 2 };

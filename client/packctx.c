@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "packcache.h"
 #include "util.h"
 
 #define PACKCTX_MAX_WARNINGS 1000
@@ -250,6 +251,7 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 		}
 	}
 	pthread_mutex_init(&run.lock, NULL);
+	char *cache_dir = o->no_cache || o->inspect_only ? NULL : packcache_default_dir();
 	struct pack_options po = {
 	    .dirfd = dirfd,
 	    .dockerfile = df.name,
@@ -266,8 +268,10 @@ int packctx_run(const struct packctx_options *o, struct packctx *p, char **err)
 	    .on_warning = packctx_warning_cb,
 	    .on_progress = packctx_progress_cb,
 	    .arg = &run,
+	    .cache_dir = cache_dir,
 	};
 	pack_run(&po, &p->result);
+	free(cache_dir);
 	pthread_mutex_destroy(&run.lock);
 	close(dirfd);
 	p->dockerfile = df.name;

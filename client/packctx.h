@@ -32,14 +32,17 @@ struct packctx_options {
 	   path found only inside dir is taken from there, as before. */
 	const char *dockerfile;
 	bool list_files;
-	bool inspect_only;  /* no archive at all */
-	int out_fd;         /* >= 0: write the archive there; -1: an unlinked temporary file */
+	bool inspect_only; /* no archive at all */
+	int out_fd;        /* >= 0: write the archive there; -1: an unlinked temporary file */
+	bool no_cache;     /* recompress everything: leave the pack cache alone */
 	volatile int *cancel;
 	void (*on_progress)(void *arg, uint64_t files, uint64_t bytes);
 	void *arg;
 };
 
 /*
+ * Unless no_cache, the pack cache (packcache.h) in $XDG_CACHE_HOME/snapbuild/pack supplies
+ * what did not change since an earlier pack: the archive is the same either way.
  * 0, with p filled (free with packctx_clear); -1 with *err (to free): the directory
  * cannot be opened, a file cannot be read (named), .dockerignore is invalid, ...
  * The temporary file goes in $TMPDIR, else /var/tmp, else /tmp, and is unlinked at

@@ -94,6 +94,8 @@ struct config *config_new_defaults(char *const envp[])
 	cfg->idle_exit_seconds = CONFIG_IDLE_EXIT_DEFAULT;
 	cfg->event_retention_days = 30;
 	cfg->stall_timeout_seconds = 600;
+	cfg->reuse_max_age = 86400;
+	cfg->auto_cache_key = true;
 	return cfg;
 }
 
@@ -176,6 +178,33 @@ static int config_parse_size(const char *label, const char *value, unsigned long
 		return -1;
 	}
 	*out = n << shift;
+	return 0;
+}
+
+/* A duration: seconds, or a number with s, m, h or d. */
+static int config_parse_duration(const char *label, const char *value, int *out, char **err)
+{
+	char *end;
+	long long n, unit = 1;
+
+	errno = 0;
+	n = strtoll(value, &end, 10);
+	if (end != value && *end != '\0' && end[1] == '\0') {
+		const char *u = strchr("smhd", *end);
+		static const long long units[] = {1, 60, 3600, 86400};
+
+		if (u != NULL) {
+			unit = units[u - "smhd"];
+			end++;
+		}
+	}
+	if (*value == '\0' || *end != '\0' || errno != 0 || n < 0 || n > 3650LL * 86400 / unit) {
+		*err = xasprintf("invalid %s '%s': expected a duration such as 3600, 90m, 24h or "
+		                 "7d (0 = off)",
+		                 label, value);
+		return -1;
+	}
+	*out = (int)(n * unit);
 	return 0;
 }
 
@@ -392,6 +421,16 @@ int config_set(struct config *cfg, const char *key, const char *value, const cha
 		return config_parse_int(label, value, 0, 36500, &cfg->event_retention_days, err);
 	if (strcmp(key, "stall_timeout_seconds") == 0)
 		return config_parse_int(label, value, 1, 86400, &cfg->stall_timeout_seconds, err);
+	if (strcmp(key, "reuse_max_age") == 0)
+		return config_parse_duration(label, value, &cfg->reuse_max_age, err);
+	if (strcmp(key, "default_cache_key") == 0) {
+		if (strcmp(value, "auto") != 0 && strcmp(value, "none") != 0) {
+			*err = xasprintf("invalid %s '%s': expected auto or none", label, value);
+			return -1;
+		}
+		cfg->auto_cache_key = strcmp(value, "auto") == 0;
+		return 0;
+	}
 	if (strcmp(key, "local_engine_args") == 0) {
 		config_replace(&cfg->local_engine_args, *value ? value : NULL);
 		return 0;
@@ -999,6 +1038,8 @@ int config_reload(struct config *cfg, char **err)
 	cfg->idle_exit_seconds = fresh->idle_exit_seconds;
 	cfg->event_retention_days = fresh->event_retention_days;
 	cfg->stall_timeout_seconds = fresh->stall_timeout_seconds;
+	cfg->reuse_max_age = fresh->reuse_max_age;
+	cfg->auto_cache_key = fresh->auto_cache_key;
 	CONFIG_TAKE(local_engine_args);
 	CONFIG_TAKE(local_isolation);
 	CONFIG_TAKE(ca_file);

@@ -48,6 +48,10 @@ struct config {
 	unsigned long long max_spool_bytes_per_user;
 	unsigned long long max_log_bytes; /* log text a job keeps; the rest is counted */
 
+	/* Repeat builds (job-reuse.c). */
+	int reuse_max_age;   /* seconds a succeeded build may be reused; 0 = never */
+	bool auto_cache_key; /* default_cache_key = auto: a cache key per user and project */
+
 	/* How the service is reached. */
 	char *ca_file; /* PEM certificates trusted on top of the system store; NULL = none */
 	char *proxy;   /* proxy URL; NULL = https_proxy/http_proxy/all_proxy from the environment */

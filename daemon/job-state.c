@@ -13,8 +13,10 @@ static const struct {
 	unsigned next; /* the states it may move to */
 } job_states[JOB_NSTATES] = {
     [JOB_PACKING] = {"packing", ENDINGS},
-    /* queued → queued: a new job announces the state its record was written in. */
-    [JOB_QUEUED] = {"queued", BIT(JOB_QUEUED) | BIT(JOB_UPLOADING) | BIT(JOB_BUILDING) | ENDINGS},
+    /* queued → queued: a new job announces the state its record was written in.
+     * queued → aliasing or succeeded: a reused build (job-reuse.c) has its snapshot. */
+    [JOB_QUEUED] = {"queued", BIT(JOB_QUEUED) | BIT(JOB_UPLOADING) | BIT(JOB_BUILDING) |
+                                  BIT(JOB_ALIASING) | BIT(JOB_SUCCEEDED) | ENDINGS},
     /* A cancel while the submit is in flight waits for its answer (cancelling);
      * uploading → uploading: after a restart the upload starts over. */
     [JOB_UPLOADING] = {"uploading",

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include "engine.h"
 #include "job-state.h"
@@ -169,6 +170,31 @@ void job_register_start(struct job *j);
 void job_register_resume(struct job *j);
 /* A cancel during registration: let it answer, then retire what it made. */
 bool job_register_cancel(struct job *j);
+
+/* --- job-reuse.c: builds that need not run again -------------------------------------- */
+
+struct config;
+struct job_request;
+struct job_reuse;
+/* The digest of what a job's result depends on (archive_sha256: the client's archive). */
+char *job_reuse_digest(const struct store_job *r, const char *archive_sha256);
+/* The cache key to send when the client gave none (default_cache_key = auto), or NULL. */
+char *job_reuse_default_cache_key(const struct config *cfg, const struct job_request *req,
+                                  uid_t uid);
+/* earlier: the job to reuse (borrowed, for the call), or NULL to build. */
+typedef void (*job_reuse_cb)(void *arg, const struct store_job *earlier);
+/*
+ * Looks for a succeeded job of rec's owner with rec's input_digest, within reuse_max_age;
+ * NULL when there is none (cb does not run), else asks the API whether its snapshot is
+ * still live and calls cb once, from the loop.  job_reuse_cancel stops it (no cb).
+ */
+struct job_reuse *job_reuse_find(struct jobs *js, const struct store_job *rec, job_reuse_cb cb,
+                                 void *arg);
+void job_reuse_cancel(struct job_reuse *ru);
+/* r takes earlier's archive, image and snapshot, and names it in reused_from. */
+void job_reuse_take(struct store_job *r, const struct store_job *earlier);
+/* The log line that says why the job built nothing. */
+void job_reuse_announce(struct job *j);
 
 /* --- spool.c ----------------------------------------------------------------------------- */
 

@@ -53,7 +53,8 @@ struct jobs_intake {
 	struct intake_options opts;
 	struct intake_result result;
 	volatile int cancel;
-	jobs_submit_cb cb; /* called once, when the intake has ended */
+	struct job_reuse *reuse; /* looking for an earlier build to reuse (job-reuse.c) */
+	jobs_submit_cb cb;       /* called once, when the intake has ended */
 	void *arg;
 };
 
@@ -65,6 +66,8 @@ struct jobs_turn {
 
 static void jobs_schedule_soon(struct jobs *js);
 static void jobs_gc_cb(evutil_socket_t fd, short what, void *arg);
+static void jobs_intake_free(struct jobs_intake *in);
+static void jobs_reuse_cb(void *arg, const struct store_job *earlier);
 
 /* --- the fair scheduler ------------------------------------------------------------- */
 
@@ -197,6 +200,11 @@ static void recover(struct jobs *js, struct store_job *rec)
 		         "submit the job again");
 		return;
 	}
+	if (s == JOB_QUEUED && rec->reused_from != NULL && rec->snapshot_id != NULL) {
+		/* A reused build stopped before its alias: nothing to build. */
+		job_register_resume(j);
+		return;
+	}
 	bool registration = s == JOB_REGISTERING || s == JOB_ALIASING ||
 	                    (s == JOB_CANCELLING && rec->image_ref != NULL);
 	bool needs_spool =
@@ -305,9 +313,21 @@ void jobs_free(struct jobs *js)
 	}
 	job_collect(js);
 	/* Intake threads poll their cancel flag; let them hand back before the loop goes. */
-	struct jobs_intake *in;
+	struct jobs_intake *in, *next;
 	TAILQ_FOREACH(in, &js->intakes, entry)
 	in->cancel = 1;
+	/* A reuse check waits on the API, not on a thread: stop it now. */
+	for (in = TAILQ_FIRST(&js->intakes); in != NULL; in = next) {
+		next = TAILQ_NEXT(in, entry);
+		if (in->reuse == NULL)
+			continue;
+		job_reuse_cancel(in->reuse);
+		in->reuse = NULL;
+		TAILQ_REMOVE(&js->intakes, in, entry);
+		in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR, "the daemon is stopping",
+		       "submit again once the daemon is back");
+		jobs_intake_free(in);
+	}
 	while (!TAILQ_EMPTY(&js->intakes))
 		event_base_loop(js->d->base, EVLOOP_ONCE);
 	event_free(js->sched_ev);
@@ -409,6 +429,7 @@ static void jobs_intake_work(void *arg)
 
 static void jobs_intake_free(struct jobs_intake *in)
 {
+	job_reuse_cancel(in->reuse);
 	if (in->fd >= 0)
 		close(in->fd);
 	store_job_free(in->rec);
@@ -491,6 +512,72 @@ static void jobs_intake_done_cb(void *arg)
 	jobs_intake_free(in);
 }
 
+/* Take the archive in on a worker thread; false when that cannot start (cb has run). */
+static bool jobs_intake_start(struct jobs_intake *in)
+{
+	struct jobs *js = in->js;
+
+	if (worker_run(js->d->base, jobs_intake_work, jobs_intake_done_cb, in) != NULL)
+		return true;
+	char *msg = xasprintf("cannot start a thread to take the context in: %s", strerror(errno));
+	TAILQ_REMOVE(&js->intakes, in, entry);
+	in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR, msg,
+	       "the daemon is short of threads or descriptors; try again, or raise its limits");
+	free(msg);
+	jobs_intake_free(in);
+	return false;
+}
+
+/* A reused job: recorded, then straight to its alias (or done): nothing to build. */
+static struct store_job *jobs_insert_reused(struct jobs *js, struct store_job *r, char **err)
+{
+	if (store_job_insert(js->d->store, r, err) != 0) {
+		store_job_free(r);
+		return NULL;
+	}
+	log_info("job %s submitted by uid %d reuses job %s (snapshot %s)", r->id, (int)r->uid,
+	         r->reused_from, r->snapshot_id);
+	struct job *j = job_new(js, r, JOB_QUEUED);
+	if (job_set_state(j, JOB_QUEUED)) {
+		job_reuse_announce(j);
+		job_register_resume(j);
+	}
+	daemon_status_update(js->d);
+	return store_job_dup(j->rec);
+}
+
+/* The answer of job_reuse_find: take the earlier build's snapshot, or take the archive in. */
+static void jobs_reuse_cb(void *arg, const struct store_job *earlier)
+{
+	struct jobs_intake *in = arg;
+	struct jobs *js = in->js;
+	in->reuse = NULL;
+	if (earlier == NULL && !js->stopping && !in->cancel) {
+		jobs_intake_start(in);
+		return;
+	}
+	TAILQ_REMOVE(&js->intakes, in, entry);
+	if (js->stopping || in->cancel) {
+		in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR,
+		       js->stopping ? "the daemon is stopping" : "cancelled",
+		       js->stopping ? "submit again once the daemon is back" : NULL);
+		jobs_intake_free(in);
+		return;
+	}
+	char *err = NULL;
+	struct store_job *rec = in->rec, *job;
+	in->rec = NULL;
+	job_reuse_take(rec, earlier);
+	job = jobs_insert_reused(js, rec, &err);
+	if (job == NULL)
+		in->cb(in->arg, NULL, JOBS_SUBMIT_ERROR, err, NULL);
+	else
+		in->cb(in->arg, job, JOBS_SUBMIT_OK, NULL, NULL);
+	store_job_free(job);
+	free(err);
+	jobs_intake_free(in);
+}
+
 /* A user's share: queued jobs (and archives being taken in), and spool bytes. */
 static bool jobs_within_limits(struct jobs *js, uid_t uid, uint64_t more_bytes, char **why,
                                const char **hint)
@@ -541,6 +628,9 @@ struct jobs_intake *jobs_submit(struct jobs *js, const struct job_request *req, 
 	in->js = js;
 	in->fd = req->image ? -1 : req->archive_fd;
 	in->rec = record_for(req, uid, gid);
+	if (in->rec->cache_key == NULL)
+		in->rec->cache_key = job_reuse_default_cache_key(js->d->config, req, uid);
+	in->rec->input_digest = job_reuse_digest(in->rec, req->archive_sha256);
 	in->sha256 = xstrdup(req->archive_sha256 ? req->archive_sha256 : "");
 	in->opts = (struct intake_options){
 	    .fd = in->fd,
@@ -554,17 +644,12 @@ struct jobs_intake *jobs_submit(struct jobs *js, const struct job_request *req, 
 	in->cb = cb;
 	in->arg = arg;
 	TAILQ_INSERT_TAIL(&js->intakes, in, entry);
-	if (worker_run(js->d->base, jobs_intake_work, jobs_intake_done_cb, in) == NULL) {
-		char *msg =
-		    xasprintf("cannot start a thread to take the context in: %s", strerror(errno));
-		TAILQ_REMOVE(&js->intakes, in, entry);
-		cb(arg, NULL, JOBS_SUBMIT_ERROR, msg,
-		   "the daemon is short of threads or descriptors; try again, or raise its limits");
-		free(msg);
-		jobs_intake_free(in);
-		return NULL;
+	if (!req->no_cache) {
+		in->reuse = job_reuse_find(js, in->rec, jobs_reuse_cb, in);
+		if (in->reuse != NULL)
+			return in;
 	}
-	return in;
+	return jobs_intake_start(in) ? in : NULL;
 }
 
 void jobs_submit_cancel(struct jobs_intake *in)
@@ -601,6 +686,7 @@ int jobs_retry(struct jobs *js, const struct store_job *old, uid_t uid, gid_t gi
 	r->spool_size = old->spool_size;
 	r->file_count = old->file_count;
 	r->retry_of = xstrdup(old->id);
+	r->input_digest = job_reuse_digest(r, old->spool_digest);
 	*out = jobs_insert(js, r, err);
 	return *out ? 0 : -1;
 }

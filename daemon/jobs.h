@@ -42,6 +42,7 @@ struct job_request {
 	const char *cache_key;
 	const char *backend;      /* "remote" | "local" */
 	const char *architecture; /* "amd64" | "arm64" */
+	bool no_cache;            /* build again: no reuse (job-reuse.c), no default cache key */
 };
 
 struct jobs *jobs_new(struct daemon *d);

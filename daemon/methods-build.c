@@ -97,6 +97,7 @@ json_object *methods_job_json(struct daemon *d, const struct store_job *j)
 	json_object_object_add(o, "error", json_str_or_null(j->error));
 	json_object_object_add(o, "hint", json_str_or_null(j->error_hint));
 	json_object_object_add(o, "retry_of", json_str_or_null(j->retry_of));
+	json_object_object_add(o, "reused_from", json_str_or_null(j->reused_from));
 	json_object_object_add(o, "cancel_requested", json_object_new_boolean(j->cancel_requested));
 	json_object_object_add(o, "uid", json_object_new_int64(j->uid));
 	json_object_object_add(o, "created_at", json_time(j->created_at));
@@ -444,8 +445,10 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	const char *context = NULL, *image = NULL, *dockerfile = NULL, *alias = NULL,
 	           *cache_key = NULL, *backend = NULL, *arch = NULL, *sha256 = NULL;
 	int64_t ttl = 0, bytes = 0;
+	bool no_cache = false;
 
 	if (!params_string(call, params, "context", &context) ||
+	    !params_bool(call, params, "no_cache", &no_cache) ||
 	    !params_string(call, params, "image", &image) ||
 	    !params_string(call, params, "dockerfile", &dockerfile) ||
 	    !params_string(call, params, "alias", &alias) ||
@@ -544,6 +547,7 @@ static void build_submit(struct rpc_call *call, json_object *params)
 	    .cache_key = submit_keep(s, 7, cache_key),
 	    .backend = submit_keep(s, 8, backend),
 	    .architecture = submit_keep(s, 9, arch),
+	    .no_cache = no_cache,
 	};
 	fd = -1; /* s holds it */
 	rpc_call_set_close_cb(call, submit_close_cb, s);
@@ -1054,7 +1058,7 @@ static void build_prune(struct rpc_call *call, json_object *params)
 const struct rpc_method methods_build[] = {
     {"build.submit", build_submit,
      RPC_PARAMS("context", "image", "dockerfile", "alias", "tags", "ttl", "cache_key", "build_args",
-                "backend", "architecture", "archive")},
+                "backend", "architecture", "archive", "no_cache")},
     {"build.get", build_get, RPC_PARAMS("id")},
     {"build.list", build_list, RPC_PARAMS("state", "limit", "cursor", "all_users")},
     {"build.logs", build_logs, RPC_PARAMS("id", "after_seq", "follow", "limit")},

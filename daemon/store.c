@@ -70,10 +70,15 @@ static const char *const store_migrations[] = {
     "CREATE INDEX jobs_state_created ON jobs (state, created_at, id);"
     "CREATE INDEX jobs_uid_created ON jobs (uid, created_at, id);"
     "CREATE INDEX jobs_spool_digest ON jobs (spool_digest) WHERE spool_digest IS NOT NULL;",
+    /* 3: build reuse: the digest of a job's inputs, and the job a reused one took from */
+    "ALTER TABLE jobs ADD COLUMN input_digest TEXT;"
+    "ALTER TABLE jobs ADD COLUMN reused_from TEXT;"
+    "CREATE INDEX jobs_uid_input ON jobs (uid, input_digest, finished_at)"
+    " WHERE input_digest IS NOT NULL;",
 };
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))
 
-/* The job columns, in the order of JOB_COLS: binding (?1 … ?30), reading, copying
+/* The job columns, in the order of JOB_COLS: binding (?1 … ?32), reading, copying
  * and freeing are all driven by this one table. */
 enum store_col_kind { COL_ID, COL_TEXT, COL_JSON, COL_I64, COL_INT, COL_REAL };
 struct store_col {
@@ -115,6 +120,8 @@ static const struct store_col store_job_cols[] = {
     COL(COL_REAL, updated_at),
     COL(COL_REAL, finished_at),
     COL(COL_I64, last_seq),
+    COL(COL_TEXT, input_digest),
+    COL(COL_TEXT, reused_from),
 };
 #define STORE_JOB_NCOLS (sizeof(store_job_cols) / sizeof(store_job_cols[0]))
 
@@ -122,7 +129,8 @@ static const struct store_col store_job_cols[] = {
 	"id, state, uid, gid, backend, architecture, context_desc, image, dockerfile, alias, "     \
 	"tags_json, build_args_json, ttl, cache_key, spool_digest, spool_size, file_count, "       \
 	"image_name, build_id, image_ref, snapshot_id, last_event_id, cancel_requested, error, "   \
-	"error_hint, retry_of, created_at, updated_at, finished_at, last_seq"
+	"error_hint, retry_of, created_at, updated_at, finished_at, last_seq, input_digest, "      \
+	"reused_from"
 
 #define TERMINAL_STATES "('succeeded', 'failed', 'cancelled')"
 
@@ -146,6 +154,7 @@ enum store_stmt_id {
 	ST_SPOOL_IN_USE,
 	ST_SPOOL_DIGESTS,
 	ST_EVENTS_PRUNE,
+	ST_JOB_REUSABLE,
 	ST__COUNT
 };
 
@@ -155,7 +164,7 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_JOB_INSERT] = "INSERT INTO jobs (" JOB_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
                       "?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, "
-                      "?25, ?26, ?27, ?28, ?29, ?30)",
+                      "?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
     [ST_JOB_UPDATE] =
         "UPDATE jobs SET state = ?2, uid = ?3, gid = ?4, backend = ?5, architecture = ?6, "
         "context_desc = ?7, image = ?8, dockerfile = ?9, alias = ?10, tags_json = ?11, "
@@ -163,7 +172,7 @@ static const char *const store_sql[ST__COUNT] = {
         "file_count = ?17, image_name = ?18, build_id = ?19, image_ref = ?20, snapshot_id = ?21, "
         "last_event_id = ?22, cancel_requested = ?23, error = ?24, error_hint = ?25, "
         "retry_of = ?26, created_at = ?27, updated_at = ?28, finished_at = ?29, "
-        "last_seq = max(last_seq, ?30) WHERE id = ?1",
+        "last_seq = max(last_seq, ?30), input_digest = ?31, reused_from = ?32 WHERE id = ?1",
     [ST_JOB_BY_ID] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
     [ST_JOB_BY_PREFIX] = "SELECT " JOB_COLS " FROM jobs WHERE substr(id, 1, length(?1)) = ?1 "
                          "ORDER BY id LIMIT 2",
@@ -195,6 +204,10 @@ static const char *const store_sql[ST__COUNT] = {
     [ST_EVENTS_PRUNE] =
         "DELETE FROM events WHERE job_id IN (SELECT id FROM jobs WHERE state IN " TERMINAL_STATES
         " AND finished_at > 0 AND finished_at < ?1)",
+    [ST_JOB_REUSABLE] = "SELECT " JOB_COLS " FROM jobs WHERE uid = ?1 AND input_digest = ?2"
+                        " AND state = 'succeeded' AND snapshot_id IS NOT NULL"
+                        " AND reused_from IS NULL AND finished_at >= ?3"
+                        " ORDER BY finished_at DESC LIMIT 1",
 };
 
 struct store {
@@ -712,6 +725,29 @@ int store_job_get(struct store *s, const char *id_or_prefix, struct store_job **
 out:
 	store_job_array_free(a, n);
 	return rc;
+}
+
+int store_job_reusable(struct store *s, int64_t uid, const char *input_digest,
+                       double finished_since, struct store_job **out, char **err)
+{
+	struct store_job **a = NULL;
+	size_t n = 0;
+	sqlite3_stmt *st;
+
+	*out = NULL;
+	if ((st = store_stmt(s, ST_JOB_REUSABLE, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, uid);
+	store_bind_text(st, 2, input_digest);
+	sqlite3_bind_double(st, 3, finished_since);
+	if (store_job_rows(s, st, "looking for a build to reuse", &a, &n, err) < 0)
+		return -1;
+	if (n == 1) {
+		*out = a[0];
+		a[0] = NULL;
+	}
+	store_job_array_free(a, n);
+	return 0;
 }
 
 int store_job_list(struct store *s, const struct store_job_filter *f, struct store_job ***out,

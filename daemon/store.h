@@ -47,8 +47,10 @@ struct store_job {
 	char *error, *error_hint;
 	char *retry_of; /* id of the job this one retries; NULL */
 	double created_at, updated_at,
-	    finished_at;  /* epoch seconds; finished_at 0 = not finished */
-	int64_t last_seq; /* highest event seq written; never lowered by a save */
+	    finished_at;    /* epoch seconds; finished_at 0 = not finished */
+	int64_t last_seq;   /* highest event seq written; never lowered by a save */
+	char *input_digest; /* sha256 hex of what the build depends on (job-reuse.c); NULL */
+	char *reused_from;  /* the job whose snapshot this one reused; NULL */
 };
 
 struct store_event {
@@ -91,6 +93,10 @@ int store_job_get(struct store *s, const char *id_or_prefix, struct store_job **
 /* Newest first (created_at DESC, id DESC). */
 int store_job_list(struct store *s, const struct store_job_filter *f, struct store_job ***out,
                    size_t *n, char **err);
+/* uid's latest job with input_digest that succeeded (finished at or after finished_since)
+ * and was not itself a reuse; *out NULL when there is none.  0, or -1 with *err. */
+int store_job_reusable(struct store *s, int64_t uid, const char *input_digest,
+                       double finished_since, struct store_job **out, char **err);
 /* Non-terminal jobs, oldest first: for recovery and the scheduler. */
 int store_jobs_unfinished(struct store *s, struct store_job ***out, size_t *n, char **err);
 /* cb once per state that has jobs, with how many. */

@@ -2,7 +2,9 @@
 # The main job, end to end on one machine: builds snapbuild, starts snapbuild-sim
 # (standing in for Together's builder and management APIs) and snapbuildd on a
 # private socket, then builds examples/hello into a snapshot with the CLI, showing
-# the live log and the snapshot id.  Everything runs under a temporary directory
+# the live log and the snapshot id; then builds it again unchanged (the daemon reuses
+# the snapshot at once) and after an edit (the builder's layer cache: the steps before
+# the COPY print CACHED and take no time).  Everything runs under a temporary directory
 # that is removed at the end.
 set -eu
 cd "$(dirname "$0")/.."
@@ -49,8 +51,27 @@ until build/client/snapbuild daemon info >/dev/null 2>&1; do
 done
 echo "snapbuildd listening on $SNAPBUILD_SOCKET"
 echo
-echo "\$ snapbuild create --context examples/hello --alias hello@v1"
-build/client/snapbuild create --context "$top/examples/hello" --alias hello@v1
+# A copy of the example, to edit between builds; the pack cache in the demo's directory.
+cp -R "$top/examples/hello" "$work/hello"
+export XDG_CACHE_HOME="$work/cache"
+now() { date +%s.%N; }
+took() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "(%.2f s)\n", b - a }'; }
+
+echo "\$ snapbuild create --context hello --alias hello@v1"
+t=$(now)
+build/client/snapbuild create --context "$work/hello" --alias hello@v1
+took "$t"
+echo
+echo "\$ snapbuild create --context hello --alias hello@v1     # again, nothing changed"
+t=$(now)
+build/client/snapbuild create --context "$work/hello" --alias hello@v1
+took "$t"
+echo
+echo "\$ echo '# edited' >> hello/src/serve.sh && snapbuild create --context hello --alias hello@v2"
+echo '# edited' >>"$work/hello/src/serve.sh"
+t=$(now)
+build/client/snapbuild create --context "$work/hello" --alias hello@v2
+took "$t"
 echo
 echo "\$ snapbuild jobs"
 build/client/snapbuild jobs

@@ -135,8 +135,8 @@ _snapbuild()
 
 	local opts="--help" jobs=0
 	local create_opts=" --context -c --dockerfile --file -f --image -i --alias -a -t
-		--cache-key -k --ci --ttl --tag --build-arg --local --remote --arch --detach -d
-		--quiet -q --progress -o"
+		--cache-key -k --ci --ttl --tag --build-arg --local --remote --arch --no-cache
+		--detach -d --quiet -q --progress -o"
 	# `snapshots create` is `create`: its options and values are create's.
 	if [[ $command == snapshot* && ${args[0]-} == create ]]; then
 		command=create
@@ -164,7 +164,7 @@ _snapbuild()
 		opts+=" --older-than --all --force -f --all-users -o"
 		;;
 	context)
-		opts+=" --dockerfile --files --save -o"
+		opts+=" --dockerfile --files --save --no-cache -o"
 		if [[ $cur != -* && ${#args[@]} -eq 0 ]]; then
 			_snapbuild_files dir
 			return

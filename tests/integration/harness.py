@@ -4,9 +4,11 @@ state directory, talk JSON-RPC to it over the Unix socket, and run the snapbuild
 Binaries come from $SNAPBUILD_BIN_DIR (the cmake build directory).  Everything
 waits on a condition with a deadline; nothing sleeps to hide a race.
 """
+import atexit
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,8 +31,14 @@ _SCRUB = ("TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_LOCAL_BUILD",
           "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
 
 
+# The client's pack cache lives in a directory of this run, not in the user's ~/.cache.
+_CACHE_HOME = tempfile.mkdtemp(prefix="sb-cache-")
+atexit.register(shutil.rmtree, _CACHE_HOME, True)
+
+
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
+    env["XDG_CACHE_HOME"] = _CACHE_HOME
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -743,7 +743,8 @@ class NetworkTest(unittest.TestCase):
         self.sim = Sim()
         self.addCleanup(self.sim.stop)
         env = daemon_env(SNAPBUILD_BUILDER_URL=self.builder.url)
-        self.d = self.sim.daemon(config="stall_timeout_seconds = 30\n", env=env,
+        # Every test builds the same context afresh: no reuse of an earlier build.
+        self.d = self.sim.daemon(config="stall_timeout_seconds = 30\nreuse_max_age = 0\n", env=env,
                                  tmp=tempfile.mkdtemp(dir=self.tmp))
         self.addCleanup(self.d.__exit__, None, None, None)
         # One ordinary build first, so the baseline RSS has everything warmed up.
@@ -1049,7 +1050,7 @@ class StorageFullTest(unittest.TestCase):
         first = wait_job(d, submit_ok(d, ctx)["id"])
         self.assertEqual(first["state"], "succeeded", first)
         sim.faults(log_lines=100000)
-        job = submit_ok(d, ctx)["id"]
+        job = submit_ok(d, ctx, no_cache=True)["id"]  # built again, not reused
         j = wait_job(d, job, timeout=120)
         self.assertEqual(j["state"], "failed", j)
         self.assertIn("storage", j["error"])

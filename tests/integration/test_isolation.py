@@ -294,7 +294,7 @@ class VisibilityTest(IsolationBase):
         done = wait_job(d, self.submit(d)["id"])
         self.assertEqual(done["state"], "succeeded", done)
         self.sim.faults(hold="end")
-        running = self.submit(d)["id"]
+        running = self.submit(d, no_cache=True)["id"]  # built again, not reused
         wait_job(d, running, states=("building",))
         missing = str(uuid.uuid4())
 

@@ -178,7 +178,8 @@ class LoadTest(unittest.TestCase):
         write_context(ctx)
         sim = Sim()
         self.addCleanup(sim.stop)
-        d = sim.daemon(config="max_concurrent = %d\n" % self.MAX_CONCURRENT,
+        # Every job builds: identical submits are the point, not reuse.
+        d = sim.daemon(config="max_concurrent = %d\nreuse_max_age = 0\n" % self.MAX_CONCURRENT,
                        tmp=tempfile.mkdtemp(dir=tmp))
         self.addCleanup(d.__exit__, None, None, None)
         # One job first, so what the daemon opens once (libcurl, the spool) is counted.

@@ -62,7 +62,8 @@ CONFIG_KEYS = [
     "idle_exit_seconds", "event_retention_days", "log_level", "socket", "state_dir", "tmp_dir",
     "local_engine_args", "local_isolation", "stall_timeout_seconds", "max_context_bytes",
     "max_connections_per_user", "ca_file", "proxy", "no_proxy", "max_queued_per_user",
-    "max_spool_bytes_per_user", "max_log_bytes", "metrics_listen",
+    "max_spool_bytes_per_user", "max_log_bytes", "metrics_listen", "reuse_max_age",
+    "default_cache_key",
 ]
 
 WORK = None  # temporary directory of this run
@@ -808,8 +809,8 @@ class Completion(unittest.TestCase):
     def test_create_flags_and_values(self):
         flags = ["--alias", "--arch", "--build-arg", "--cache-key", "--ci", "--context",
                  "--detach", "--dockerfile", "--file", "--help", "--image", "--local",
-                 "--progress", "--quiet", "--remote", "--tag", "--ttl", "-a", "-c", "-d", "-f",
-                 "-i", "-k", "-o", "-q", "-t"]
+                 "--no-cache", "--progress", "--quiet", "--remote", "--tag", "--ttl", "-a", "-c",
+                 "-d", "-f", "-i", "-k", "-o", "-q", "-t"]
         for mode in self.each_mode():
             self.assertEqual(self.complete(mode, "snapbuild", "create", "-"), flags)
             self.assertEqual(self.complete(mode, "snapbuild", "create", "--arch", ""),

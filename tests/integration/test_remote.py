@@ -94,7 +94,8 @@ class RemoteTest(unittest.TestCase):
         self.assertEqual([f["path"] for f in b["files"]], ["./Dockerfile"])
 
     def test_cache_key_omitted_when_unset(self):
-        d = self.start()
+        # With no key from the client and no default one (test_reuse: the default).
+        d = self.start(config="default_cache_key = none\n")
         job = wait_job(d, submit_ok(d, self.ctx)["id"])
         fields = self.sim.build(job["build_id"])["fields"]
         names = [f["name"] if isinstance(f, dict) else f for f in fields]

@@ -1049,5 +1049,63 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(self.run_sim("--api-key", "k", "--listen", "nonsense").returncode, 1)
 
 
+class TestLayerCache(SimTestCase):
+    """Steps an earlier build with the same cache key made already print CACHED."""
+
+    DF = b"FROM alpine:3.19\nWORKDIR /app\nCOPY . /app\nRUN make all\n"
+
+    def build(self, cache_key, context, dockerfile=DF):
+        fields = sdk_fields(cache_key=cache_key)
+        files = {"Dockerfile": dockerfile, "app/main.c": context}
+        tgz = gzip.compress(self.tar(files), mtime=0)
+        body, ctype = multipart(fields, [("context", "context.tar.gz", "application/gzip", tgz)])
+        a = self.s.request("POST", "/builds", body, {"Content-Type": ctype})
+        self.assertEqual(a.status, 200, a.body)
+        events, final, _ = sdk_follow(self.s, a.json()["build_id"])
+        self.assertEqual(final, {"done": True})
+        lines = [re.sub(r"@sha256:[0-9a-f]+", "", d) for _, d in events]
+        steps = [l.split("] ", 1)[1] for l in lines if re.match(r"#\d+ \[\d+/\d+\] ", l)]
+        cached = [l.split("] ", 1)[1] for i, l in enumerate(lines)
+                  if re.match(r"#\d+ \[\d+/\d+\] ", l) and i + 1 < len(lines)
+                  and lines[i + 1] == l.split(" ", 1)[0] + " CACHED"]
+        return steps, cached
+
+    @staticmethod
+    def tar(files):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+            for name in sorted(files):
+                info = tarfile.TarInfo("./" + name)
+                info.size = len(files[name])
+                t.addfile(info, io.BytesIO(files[name]))
+        return raw.getvalue()
+
+    def test_same_key_same_dockerfile_and_context_is_all_cached(self):
+        steps, cached = self.build("apps/one", b"int main(){}\n")
+        self.assertEqual(cached, [])
+        self.assertEqual(len(steps), 4)
+        steps2, cached2 = self.build("apps/one", b"int main(){}\n")
+        self.assertEqual(steps2, steps)
+        self.assertEqual(cached2, steps)
+
+    def test_changed_context_rebuilds_from_the_copy(self):
+        steps, _ = self.build("apps/one", b"int main(){}\n")
+        _, cached = self.build("apps/one", b"int main(){return 1;}\n")
+        self.assertEqual([c.split(" ")[0] for c in cached], ["FROM", "WORKDIR"])
+
+    def test_changed_step_rebuilds_from_there(self):
+        self.build("apps/one", b"x\n")
+        # (The Dockerfile is in the context too: any edit also changes what COPY . reads.)
+        df = b"FROM alpine:3.19\nWORKDIR /src\nCOPY . /app\nRUN make all\n"
+        _, cached = self.build("apps/one", b"x\n", dockerfile=df)
+        self.assertEqual([c.split(" ")[0] for c in cached], ["FROM"])
+
+    def test_other_key_or_no_key_caches_nothing(self):
+        self.build("apps/one", b"x\n")
+        self.assertEqual(self.build("apps/two", b"x\n")[1], [])
+        self.assertEqual(self.build(None, b"x\n")[1], [])
+        self.assertEqual(self.build(None, b"x\n")[1], [])
+
+
 if __name__ == "__main__":
     unittest.main()

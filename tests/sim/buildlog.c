@@ -35,9 +35,12 @@ struct sim_dockerfile {
 
 struct sim_buildlog_gen {
 	struct sim_buildlog *log;
-	size_t cap;
+	size_t cap, sigcap;
 	uint64_t rng;
 	int step;
+	bool instant;    /* lines pushed now come with the one before */
+	uint64_t prefix; /* signature of the Dockerfile so far (the layer cache's key) */
+	const struct sim_buildlog_params *params;
 };
 
 static const char *const sim_known_instructions[] = {
@@ -72,8 +75,42 @@ static void sim_buildlog_push(struct sim_buildlog_gen *g, char *line)
 	if (log->n == g->cap) {
 		g->cap = g->cap ? g->cap * 2 : 64;
 		log->lines = xrealloc(log->lines, g->cap * sizeof(*log->lines));
+		log->instant = xrealloc(log->instant, g->cap);
 	}
+	log->instant[log->n] = g->instant;
 	log->lines[log->n++] = line;
+}
+
+static uint64_t sim_sig_mix(uint64_t h, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+/* Fold an instruction into the prefix signature. */
+static void sim_sig_instr(struct sim_buildlog_gen *g, const struct sim_instr *in)
+{
+	g->prefix = sim_sig_mix(g->prefix, in->cmd, strlen(in->cmd) + 1);
+	g->prefix = sim_sig_mix(g->prefix, in->args, strlen(in->args) + 1);
+	if (in->heredoc != NULL)
+		g->prefix = sim_sig_mix(g->prefix, in->heredoc, strlen(in->heredoc) + 1);
+}
+
+/* Record the step at hand under the prefix signature; true when the cache has it. */
+static bool sim_sig_step(struct sim_buildlog_gen *g)
+{
+	struct sim_buildlog *log = g->log;
+	if (log->nsigs == g->sigcap) {
+		g->sigcap = g->sigcap ? g->sigcap * 2 : 16;
+		log->sigs = xrealloc(log->sigs, g->sigcap * sizeof(*log->sigs));
+	}
+	log->sigs[log->nsigs++] = g->prefix;
+	for (size_t i = 0; i < g->params->ncached; i++)
+		if (g->params->cached[i] == g->prefix)
+			return true;
+	return false;
 }
 
 static void sim_buildlog_addf(struct sim_buildlog_gen *g, const char *fmt, ...)
@@ -494,7 +531,19 @@ static bool sim_buildlog_stages(struct sim_buildlog_gen *g, const struct sim_doc
 		bool external =
 		    strcasecmp(image, "scratch") != 0 && !sim_is_stage(stages, nstages, image);
 		int total = count + (external ? 1 : 0), k = 0;
-		if (external) {
+		sim_sig_instr(g, &df->v[i]);
+		if (external && sim_sig_step(g)) {
+			char *norm = sim_image_normalize(image);
+			char digest[65];
+			sim_buildlog_hex(g, digest);
+			step = ++g->step;
+			g->instant = true;
+			sim_buildlog_addf(g, "#%d [%s%d/%d] FROM %s@sha256:%s", step, label, ++k,
+			                  total, norm, digest);
+			sim_buildlog_addf(g, "#%d CACHED", step);
+			g->instant = false;
+			free(norm);
+		} else if (external) {
 			char *norm = sim_image_normalize(image);
 			char digest[65], layer[65];
 			sim_buildlog_hex(g, digest);
@@ -516,6 +565,10 @@ static bool sim_buildlog_stages(struct sim_buildlog_gen *g, const struct sim_doc
 			const struct sim_instr *in = &df->v[j];
 			bool run = strcmp(in->cmd, "RUN") == 0;
 			bool copy = strcmp(in->cmd, "COPY") == 0 || strcmp(in->cmd, "ADD") == 0;
+			sim_sig_instr(g, in);
+			if (copy && strstr(in->args, "--from") == NULL)
+				g->prefix = sim_sig_mix(g->prefix, &params->context_hash,
+				                        sizeof(params->context_hash));
 			if (!run && !copy && strcmp(in->cmd, "WORKDIR") != 0)
 				continue;
 			if (copy && !context_loaded && strstr(in->args, "--from") == NULL) {
@@ -529,9 +582,14 @@ static bool sim_buildlog_stages(struct sim_buildlog_gen *g, const struct sim_doc
 			char *args = sim_buildlog_clean(in->args);
 			step = ++g->step;
 			k++;
+			bool cached = sim_sig_step(g);
+			g->instant = cached;
 			sim_buildlog_addf(g, "#%d [%s%d/%d] %s %s", step, label, k, total, in->cmd,
 			                  args);
-			if (run) {
+			if (cached) {
+				sim_buildlog_addf(g, "#%d CACHED", step);
+				g->instant = false;
+			} else if (run) {
 				char *command, *process;
 				unsigned t = sim_buildlog_ms(g, 50, 200);
 				sim_run_command(in, &command, &process);
@@ -625,6 +683,8 @@ struct sim_buildlog *sim_buildlog_new(const struct sim_buildlog_params *params)
 	for (const char *p = params->image_ref; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 1099511628211ull;
 	g.rng = h ? h : 1;
+	g.prefix = 1469598103934665603ull;
+	g.params = params;
 	g.log = xcalloc(1, sizeof(*g.log));
 
 	char *name = sim_buildlog_clean(params->dockerfile_name);
@@ -684,6 +744,8 @@ void sim_buildlog_free(struct sim_buildlog *log)
 	for (size_t i = 0; i < log->n; i++)
 		free(log->lines[i]);
 	free(log->lines);
+	free(log->instant);
+	free(log->sigs);
 	free(log->error);
 	free(log);
 }

@@ -90,6 +90,13 @@ struct sim_build {
 	int heartbeats; /* keep-alive comments sent on its streams */
 };
 
+/* What the builds with one cache key have built: their steps' signatures (buildlog.h). */
+struct sim_layers {
+	char *cache_key;
+	uint64_t *sigs;
+	size_t n;
+};
+
 /* --- helpers --- */
 
 static bool sim_build_terminal(const struct sim_build *b)
@@ -333,6 +340,28 @@ static void sim_build_notify(struct sim_build *b)
 
 /* --- build progress --- */
 
+static struct sim_layers *sim_layers_find(struct sim *sim, const char *cache_key)
+{
+	for (size_t i = 0; i < sim->nlayers; i++)
+		if (strcmp(sim->layers[i].cache_key, cache_key) == 0)
+			return &sim->layers[i];
+	return NULL;
+}
+
+/* A build that succeeded with a cache key leaves its steps in the layer cache. */
+static void sim_layers_add(struct sim *sim, const char *cache_key, const struct sim_buildlog *log)
+{
+	struct sim_layers *l = sim_layers_find(sim, cache_key);
+	if (l == NULL) {
+		sim->layers = xrealloc(sim->layers, (sim->nlayers + 1) * sizeof(*sim->layers));
+		l = &sim->layers[sim->nlayers++];
+		*l = (struct sim_layers){.cache_key = xstrdup(cache_key)};
+	}
+	l->sigs = xrealloc(l->sigs, (l->n + log->nsigs + 1) * sizeof(*l->sigs));
+	memcpy(l->sigs + l->n, log->sigs, log->nsigs * sizeof(*l->sigs));
+	l->n += log->nsigs;
+}
+
 static void sim_build_finish(struct sim_build *b)
 {
 	if (b->log->error != NULL) {
@@ -345,6 +374,8 @@ static void sim_build_finish(struct sim_build *b)
 	} else {
 		b->final_event = xstrdup("{\"done\": true}");
 		b->state = SIM_BUILD_SUCCEEDED;
+		if (b->cache_key != NULL && *b->cache_key != '\0')
+			sim_layers_add(b->sim, b->cache_key, b->log);
 	}
 	b->finished_at = now_seconds();
 }
@@ -376,6 +407,9 @@ static void sim_build_tick_cb(evutil_socket_t fd, short what, void *arg)
 			    b->log->burst_end > b->log->burst_start)
 				b->produced = b->log->burst_end;
 			else
+				b->produced++;
+			/* CACHED steps take no time: their lines come with the one before. */
+			while (b->produced < b->log->n && b->log->instant[b->produced])
 				b->produced++;
 		} else if (b->hold == SIM_HOLD_END && !b->released) {
 			b->waiting = true;
@@ -449,6 +483,13 @@ void sim_builds_free(struct sim *sim)
 	free(sim->builds);
 	sim->builds = NULL;
 	sim->nbuilds = 0;
+	for (size_t i = 0; i < sim->nlayers; i++) {
+		free(sim->layers[i].cache_key);
+		free(sim->layers[i].sigs);
+	}
+	free(sim->layers);
+	sim->layers = NULL;
+	sim->nlayers = 0;
 }
 
 /* --- submit --- */
@@ -719,6 +760,12 @@ void sim_builds_submit(struct sim_req *r)
 		goto out;
 	}
 	b->image_ref = xasprintf("%s/%s", sim->config.registry, b->image_name);
+	uint64_t context_hash = 1469598103934665603ull;
+	for (size_t i = 0; i < ctxp->len; i++)
+		context_hash = (context_hash ^ (unsigned char)ctxp->data[i]) * 1099511628211ull;
+	const struct sim_layers *layers = b->cache_key != NULL && *b->cache_key != '\0'
+	                                      ? sim_layers_find(sim, b->cache_key)
+	                                      : NULL;
 	struct sim_buildlog_params params = {
 	    .dockerfile_text = sim_context_dockerfile(b->ctx),
 	    .dockerfile_name = b->dockerfile,
@@ -727,6 +774,9 @@ void sim_builds_submit(struct sim_req *r)
 	    .nydus = strcmp(b->nydus_convert, "true") == 0,
 	    .extra_lines = (size_t)sim_faults_log_lines(sim),
 	    .forced_error = sim->faults.build_fail,
+	    .context_hash = context_hash,
+	    .cached = layers ? layers->sigs : NULL,
+	    .ncached = layers ? layers->n : 0,
 	};
 	b->log = sim_buildlog_new(&params);
 	b->hold = sim->faults.hold;

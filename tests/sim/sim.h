@@ -96,6 +96,8 @@ struct sim {
 	char *tmpdir; /* received contexts live here */
 	struct sim_build **builds;
 	size_t nbuilds;
+	struct sim_layers *layers; /* the layer cache, per cache key (builds.c) */
+	size_t nlayers;
 	struct json_object *deletes; /* array of {build_id, status, at} */
 	struct sim_snapshots *snapshots;
 	struct sim_reqlog *reqlog;
