@@ -65,7 +65,7 @@ class WithSim(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="sbhab-")
         cls.sim = Sim()
-        cls.d = cls.sim.daemon()
+        cls.d = cls.sim.daemon(config="reuse_max_age = 0\n")
 
     @classmethod
     def tearDownClass(cls):
@@ -226,7 +226,7 @@ class Prune(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="sbprune-")
         self.sim = Sim()
-        self.d = self.sim.daemon()
+        self.d = self.sim.daemon(config="reuse_max_age = 0\n")
         self.ctx = os.path.join(self.tmp, "ctx")
         write_tree(self.ctx, {"Dockerfile": b"FROM a\n"})
         for _ in range(2):
@@ -326,7 +326,8 @@ class ServiceErrors(unittest.TestCase):
         subprocess.run(["rm", "-rf", self.tmp])
 
     def test_a_wrong_key_names_401_and_the_daemons_key(self):
-        with self.sim.daemon(env={"TOGETHER_API_KEY": "sk-wrong"}) as d:
+        with self.sim.daemon(config="reuse_max_age = 0\n",
+                             env={"TOGETHER_API_KEY": "sk-wrong"}) as d:
             host = self.sim.addr
             r = d.cli("create", "--context", self.ctx,
                       env=clean_env(TOGETHER_API_KEY=API_KEY))
@@ -339,7 +340,8 @@ class ServiceErrors(unittest.TestCase):
             self.assertIn("HTTP 401 from %s/v1/snapshots" % host, r.stderr)
 
     def test_a_wrong_base_url_names_the_path_tried(self):
-        with self.sim.daemon(env={"TOGETHER_BASE_URL": self.sim.url + "/wrong"}) as d:
+        with self.sim.daemon(config="reuse_max_age = 0\n",
+                             env={"TOGETHER_BASE_URL": self.sim.url + "/wrong"}) as d:
             r = d.cli("snapshots", "get", "@app")
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("HTTP 404 from %s/wrong/v1/snapshots/" % self.sim.addr, r.stderr)
@@ -399,7 +401,7 @@ class OptionErrors(unittest.TestCase):
                    "--cache-key needs a context")
 
     def test_a_parameter_the_daemon_refuses_is_a_usage_error_too(self):
-        with Sim() as sim, sim.daemon() as d:
+        with Sim() as sim, sim.daemon(config="reuse_max_age = 0\n") as d:
             ctx = os.path.join(d.tmp, "ctx")
             write_tree(ctx, {"Dockerfile": b"FROM a\n"})
             r = d.cli("create", "--context", ctx, "--alias", "two words")
@@ -580,7 +582,7 @@ class FollowAcrossARestart(unittest.TestCase):
             os.mkdir(dtmp)
             where = dict(tmp=dtmp, socket_path=os.path.join(dtmp, "s.sock"),
                          state_dir=os.path.join(dtmp, "state"))
-            d = sim.daemon(**where)
+            d = sim.daemon(config="reuse_max_age = 0\n", **where)
             env = clean_env(SNAPBUILD_SOCKET=d.socket)
             job = submit_ok(d, ctx)
             logs = subprocess.Popen([CLI, "-o", "json", "logs", "-f", job["id"]], env=env,
@@ -602,7 +604,7 @@ class FollowAcrossARestart(unittest.TestCase):
                     return sum(line.rstrip().endswith(" " + d.socket) for line in f) >= 4
             wait_for(connected, 60, "logs -f, create and wait to be connected")
             d.stop()
-            d = sim.daemon(**where)
+            d = sim.daemon(config="reuse_max_age = 0\n", **where)
             try:
                 for b in builds:
                     sim.release(b["id"])
@@ -632,7 +634,7 @@ class FollowAcrossARestart(unittest.TestCase):
         write_tree(ctx, {"Dockerfile": b"FROM a\n"})
         with Sim() as sim:
             sim.faults(hold="end")
-            d = sim.daemon()
+            d = sim.daemon(config="reuse_max_age = 0\n")
             job = submit_ok(d, ctx)
             env = clean_env(SNAPBUILD_SOCKET=d.socket, SNAPBUILD_RECONNECT_SECONDS="1")
             logs = subprocess.Popen([CLI, "logs", "-f", job["id"]], env=env,
