@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -385,6 +387,45 @@ static void test_storage_failure_fails_the_job(void **state)
 	free(s);
 }
 
+static void test_no_worker_thread_fails_the_submit(void **state)
+{
+	struct fx *f = *state;
+	struct rlimit old, low;
+	int filler[4096];
+	size_t nfill = 0;
+	/* Out of descriptors: the intake's worker cannot start.  The submit must be
+	 * answered with an error at once (it once waited forever), and nothing is left
+	 * that a stop would wait for. */
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	low = old;
+	low.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	for (int fd; nfill < 4096 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+		filler[nfill++] = fd;
+	assert_int_equal(errno, EMFILE);
+	struct job_request req = {
+	    .archive_fd = -1,
+	    .image = "docker.io/library/alpine:3.20",
+	    .dockerfile = "Dockerfile",
+	    .backend = "remote",
+	    .architecture = "amd64",
+	};
+	f->answered = false;
+	struct jobs_intake *in = jobs_submit(f->d.jobs, &req, getuid(), getgid(), fx_submit_cb, f);
+	while (nfill > 0)
+		close(filler[--nfill]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_null(in);
+	assert_true(f->answered);
+	assert_int_equal(f->status, JOBS_SUBMIT_ERROR);
+	assert_non_null(strstr(f->error, "cannot start a thread"));
+	assert_true(jobs_idle(f->d.jobs));
+	/* And the engine still takes the next one. */
+	char id[37];
+	strcpy(id, fx_submit(f, NULL));
+	fx_wait(f, id, STATES("succeeded", "failed"));
+}
+
 static void test_illegal_move_stops_the_daemon(void **state)
 {
 	struct fx *f = *state;
@@ -418,6 +459,8 @@ int main(void)
 	                                    fx_setup_slow, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_queued_job_survives_a_stop, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_storage_failure_fails_the_job, fx_setup,
+	                                    fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_no_worker_thread_fails_the_submit, fx_setup,
 	                                    fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_illegal_move_stops_the_daemon, fx_setup,
 	                                    fx_teardown),
