@@ -325,7 +325,7 @@ static void follow_stall_cb(evutil_socket_t fd, short kind, void *arg)
 	free(why);
 }
 
-void follow_connect(struct api_op *op)
+static void follow_connect(struct api_op *op)
 {
 	const char *lei = sse_parser_last_event_id(op->sse);
 	char *lei_header = NULL;
@@ -362,6 +362,19 @@ void follow_connect(struct api_op *op)
 	free(lei_header);
 }
 
+/* The op's timer: the next connection, or the end of a stream that has ended (deferred
+ * so the owner hears of it from the loop, not from inside a transfer's callback). */
+static void follow_next(struct api_op *op)
+{
+	if (!op->stream_ended) {
+		follow_connect(op);
+		return;
+	}
+	op->finishing = true;
+	op->cbs.on_end(op->arg, NULL, op->end_done, op->end_error);
+	api_op_free(op);
+}
+
 struct api_op *api_build_follow(struct api *a, const char *build_id, const char *last_event_id,
                                 const struct api_follow_cbs *cbs, void *arg)
 {
@@ -383,6 +396,7 @@ struct api_op *api_build_follow(struct api *a, const char *build_id, const char 
 			op->last_num = n;
 		}
 	}
+	op->next = follow_next;
 	follow_connect(op);
 	return op;
 }

@@ -80,6 +80,8 @@ struct api_op {
 	size_t nparts;
 	char *part_values[6];
 	void (*progress_cb)(void *arg, uint64_t sent, uint64_t total);
+	/* What the timer runs: the next attempt (api_send), or a stream's own step. */
+	void (*next)(struct api_op *op);
 
 	union {
 		void (*submit)(void *arg, const struct api_error *err, const char *build_id);
@@ -143,10 +145,5 @@ void api_op_free(struct api_op *op);
 void api_op_enter(struct api_op *op);
 bool api_op_leave(struct api_op *op);
 char *api_build_url(struct api *a, const char *build_id, const char *suffix);
-
-/* --- api-follow.c ------------------------------------------------------------------ */
-
-/* Opens (or reopens) the stream of a follow operation. */
-void follow_connect(struct api_op *op);
 
 #endif

@@ -415,6 +415,7 @@ struct api_op *api_op_new(struct api *a, enum api_kind kind, void *arg)
 	op->retry = API_RETRY_ALL;
 	op->timeout_ms = a->timing.request_timeout_ms;
 	op->low_speed_s = API_LOW_SPEED_S;
+	op->next = api_send;
 	op->timer = evtimer_new(a->base, api_timer_cb, op);
 	if (op->timer == NULL)
 		fatalx("api: evtimer_new failed");
@@ -652,15 +653,7 @@ static void api_timer_cb(evutil_socket_t fd, short kind, void *arg)
 
 	(void)fd;
 	(void)kind;
-	if (op->kind != API_FOLLOW) {
-		api_send(op);
-	} else if (!op->stream_ended) {
-		follow_connect(op);
-	} else {
-		op->finishing = true;
-		op->cbs.on_end(op->arg, NULL, op->end_done, op->end_error);
-		api_op_free(op);
-	}
+	op->next(op);
 }
 
 /* ---- builder API ---- */

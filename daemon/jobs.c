@@ -81,20 +81,34 @@ static struct jobs_turn *jobs_turn(struct jobs *js, int64_t uid)
 	return &js->turns[js->nturns++];
 }
 
-/* The queued job to start next, by `last` (each user's last start) as given. */
-static struct job *jobs_next(struct jobs *js, const uint64_t *last)
+/*
+ * Of the jobs cand[0..n) (in arrival order), the one to start next by the turns given
+ * (js->turns, or a copy being played forward): the user whose last job started longest
+ * ago goes first, and within a user the earliest arrival.
+ */
+static size_t jobs_pick(struct jobs *js, const struct jobs_turn *turns, struct job *const *cand,
+                        size_t n)
 {
-	struct job *best = NULL, *j;
-	uint64_t best_last = 0;
-	TAILQ_FOREACH(j, &js->queue, qentry)
-	{
-		uint64_t l = last[jobs_turn(js, j->rec->uid) - js->turns];
-		if (best == NULL || l < best_last) {
-			best = j;
-			best_last = l;
-		}
-	}
+	size_t best = 0;
+	for (size_t i = 1; i < n; i++)
+		if (turns[jobs_turn(js, cand[i]->rec->uid) - js->turns].last <
+		    turns[jobs_turn(js, cand[best]->rec->uid) - js->turns].last)
+			best = i;
 	return best;
+}
+
+/* The queued jobs in arrival order (to free); *n how many. */
+static struct job **jobs_queued(struct jobs *js, size_t *n)
+{
+	struct job *j, **v;
+	*n = 0;
+	TAILQ_FOREACH(j, &js->queue, qentry)
+	(*n)++;
+	v = xcalloc(*n + 1, sizeof(*v));
+	*n = 0;
+	TAILQ_FOREACH(j, &js->queue, qentry)
+	v[(*n)++] = j;
+	return v;
 }
 
 static void job_enqueue(struct job *j)
@@ -120,11 +134,10 @@ static void jobs_sched_cb(evutil_socket_t fd, short what, void *arg)
 	struct jobs *js = arg;
 	int max = js->d->config->max_concurrent;
 	while (!js->stopping && js->nrunning < max && !TAILQ_EMPTY(&js->queue)) {
-		uint64_t *last = xcalloc(js->nturns + 1, sizeof(*last));
-		for (size_t i = 0; i < js->nturns; i++)
-			last[i] = js->turns[i].last;
-		struct job *j = jobs_next(js, last);
-		free(last);
+		size_t n;
+		struct job **queued = jobs_queued(js, &n);
+		struct job *j = queued[jobs_pick(js, js->turns, queued, n)];
+		free(queued);
 		TAILQ_REMOVE(&js->queue, j, qentry);
 		j->queued = false;
 		jobs_turn(js, j->rec->uid)->last = ++js->starts;
@@ -142,36 +155,21 @@ static void jobs_schedule_soon(struct jobs *js)
 int64_t jobs_queue_position(struct jobs *js, const char *id)
 {
 	/* Play the scheduler forward on a copy of the turns. */
-	size_t n = 0;
-	struct job *j;
-	TAILQ_FOREACH(j, &js->queue, qentry)
-	n++;
-	if (n == 0)
-		return 0;
-	uint64_t *last = xcalloc(js->nturns + 1, sizeof(*last));
-	struct job **order = xcalloc(n, sizeof(*order)), **left = xcalloc(n, sizeof(*left));
-	for (size_t i = 0; i < js->nturns; i++)
-		last[i] = js->turns[i].last;
-	size_t k = 0, nleft = 0;
-	TAILQ_FOREACH(j, &js->queue, qentry)
-	left[nleft++] = j;
+	size_t n;
+	struct job **left = jobs_queued(js, &n);
+	struct jobs_turn *turns = xcalloc(js->nturns + 1, sizeof(*turns));
+	memcpy(turns, js->turns, js->nturns * sizeof(*turns));
 	uint64_t clock = js->starts;
 	int64_t pos = 0;
-	while (nleft > 0 && pos == 0) {
-		size_t best = 0;
-		for (size_t i = 1; i < nleft; i++)
-			if (last[jobs_turn(js, left[i]->rec->uid) - js->turns] <
-			    last[jobs_turn(js, left[best]->rec->uid) - js->turns])
-				best = i;
-		order[k++] = left[best];
-		last[jobs_turn(js, left[best]->rec->uid) - js->turns] = ++clock;
+	for (int64_t k = 1; n > 0 && pos == 0; k++) {
+		size_t best = jobs_pick(js, turns, left, n);
+		turns[jobs_turn(js, left[best]->rec->uid) - js->turns].last = ++clock;
 		if (strcmp(left[best]->rec->id, id) == 0)
-			pos = (int64_t)k;
-		memmove(&left[best], &left[best + 1], (nleft - best - 1) * sizeof(*left));
-		nleft--;
+			pos = k;
+		memmove(&left[best], &left[best + 1], (n - best - 1) * sizeof(*left));
+		n--;
 	}
-	free(last);
-	free(order);
+	free(turns);
 	free(left);
 	return pos;
 }

@@ -474,11 +474,19 @@ static void server_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 
 /* --- per-user limits --- */
 
-static struct server_user *server_user(struct server *s, uid_t uid)
+static struct server_user *server_user_find(struct server *s, uid_t uid)
 {
 	for (size_t i = 0; i < s->nusers; i++)
 		if (s->users[i].uid == uid)
 			return &s->users[i];
+	return NULL;
+}
+
+static struct server_user *server_user(struct server *s, uid_t uid)
+{
+	struct server_user *u = server_user_find(s, uid);
+	if (u != NULL)
+		return u;
 	s->users = xrealloc(s->users, (s->nusers + 1) * sizeof(*s->users));
 	s->users[s->nusers] = (struct server_user){.uid = uid};
 	return &s->users[s->nusers++];
@@ -526,10 +534,8 @@ static char *server_over_limit(struct server *s, const struct rpc_peer *peer, bo
 		    "the daemon is near its limit of %zu connections (the rest are kept "
 		    "for root and the admin group)",
 		    s->max_conns);
-	struct server_user *u = server_user(s, peer->uid);
-	size_t mine = u->nconns;
-	if (mine == 0)
-		*u = s->users[--s->nusers]; /* looked up only */
+	struct server_user *u = server_user_find(s, peer->uid);
+	size_t mine = u != NULL ? u->nconns : 0;
 	if (mine >= (size_t)cfg->max_connections_per_user)
 		return xasprintf("uid %u has %zu connections open, the most one user may have "
 		                 "(max_connections_per_user = %d)",
