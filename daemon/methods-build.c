@@ -246,6 +246,15 @@ static bool lookup_job(struct rpc_call *call, const char *id, struct store_job *
 
 /* --- build.submit ---------------------------------------------------------------- */
 
+/* No C0 control, DEL or UTF-8-encoded C1 control (the framing checked the UTF-8). */
+static bool label_printable(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return false;
+	return true;
+}
+
 /*
  * The archive descriptor a client passed: a regular file opened for reading.  A
  * directory (or O_PATH) descriptor is what clients of the first protocol sent, when
@@ -488,9 +497,10 @@ static void build_submit(struct rpc_call *call, json_object *params)
 			                     "SCM_RIGHTS, and 'archive') or 'image' is required");
 		goto out;
 	}
-	if (context && (strlen(context) > 4096 || strchr(context, '\n'))) {
-		params_invalid(call, "'context' names the context for people: one line, at most "
-		                     "4096 bytes");
+	/* The label reaches the daemon's log and other users' screens: no control bytes. */
+	if (context && (strlen(context) > 4096 || !label_printable(context))) {
+		params_invalid(call, "'context' names the context for people: one line of printable "
+		                     "text, at most 4096 bytes");
 		goto out;
 	}
 	if (dockerfile == NULL)

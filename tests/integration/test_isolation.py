@@ -489,6 +489,17 @@ class ContextTrustTest(IsolationBase):
         self.nothing_leaked(d, [a])
         self.assertTrue(d.call("daemon.info")["api_key_configured"])
 
+    def test_context_label_with_control_characters_is_refused(self):
+        # The label reaches the daemon's log and other users' listings: refused raw.
+        d = self.start_trusting()
+        reqs = [{"method": "build.submit", "params": {"context": label}, "archive": self.ctx}
+                for label in ("/tmp/\x1b]0;pwned\x07", "a\nb", "x\u009by", "ok\x7f")]
+        for a in as_user(USERS["other"], d.socket, reqs):
+            self.assertEqual(a["answer"]["error"]["code"], -32602, a)
+            self.assertIn("printable", a["answer"]["error"]["message"])
+        self.nothing_leaked(d, [])
+        self.assertNotIn("\x1b]0;", d.log())
+
     def test_client_packs_with_its_users_rights(self):
         d = self.start_trusting()
         outdir = os.path.join(self.tmp, "out")
